@@ -1,0 +1,5 @@
+import sys
+
+from tlpo.cli import main
+
+sys.exit(main())
