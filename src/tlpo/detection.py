@@ -1,0 +1,484 @@
+"""Where a text stops being in the language it should be.
+
+`detect(text, language)` returns a `ConfusionReport`: whether the text passed, the
+character offset of the first confusion point, every wrong-language span and line and
+word pass/fail counts. Two methods sit behind it:
+
+- `"script"`: script rules. For a target with its own script (ko, ja, zh, ar, hi, ru,
+  ...) a letter of any other script is confusion, except for the classes listed in
+  `_classify_segment` (names, units, URLs, formulas, ...). With `ignore_english=True`
+  all ASCII letters are ignored, so only foreign non-ASCII scripts count.
+- `"word-lid"`: word-level language ID for Latin-script targets (en, fr, es, vi, ...),
+  where the script cannot tell the languages apart. Letters of a non-Latin script are
+  still confusion by script.
+
+`"auto"` picks script rules for own-script targets and word-level language ID for
+Latin-script targets.
+
+Words and lines: a word is a run of letters (with combining marks) of one script. Han,
+Hiragana and Katakana are written without spaces, so each of their characters counts as
+one word. A line (split on line breaks) counts when it has at least 5 valid words,
+where valid means passing or failing, not exempt, and it passes when its passing words
+are at least as many as its failing ones. A response passes when no word fails, which
+also means no line fails.
+
+All offsets are indices into the exact `text` given (Python `str` indices, so code
+points), so callers can map them to tokens.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import regex
+
+from tlpo.languages import is_latin_script, language_scripts, normalize_language
+
+METHODS = ("auto", "script", "word-lid")
+
+# A line takes part in the line-level verdict from this many valid words on.
+MIN_WORDS_PER_LINE = 5
+
+
+@dataclass
+class Span:
+    """A wrong-language stretch of the input: `text[start:end]`, detected as `detected`
+    (a language code for word-level language ID, a Unicode script name for script rules)."""
+
+    start: int
+    end: int
+    text: str
+    detected: str
+
+
+@dataclass
+class ConfusionReport:
+    """The confusion verdict for one text.
+
+    `line_passed` is None when no line has enough valid words to count, and
+    `word_passed` is None when the text has no valid word.
+    """
+
+    text: str
+    language: str
+    method: str
+    passed: bool
+    first_confusion: int | None
+    spans: list[Span] = field(default_factory=list)
+    lines_passed: int = 0
+    lines_failed: int = 0
+    words_passed: int = 0
+    words_failed: int = 0
+    line_passed: bool | None = None
+    word_passed: bool | None = None
+
+    def to_dict(self) -> dict:
+        """Return the report as JSON-serialisable dict."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------
+# Character classes
+
+# Scripts that can be named in a span's `detected`, in the order they are tried. A letter
+# in none of them is reported with the generic name "Other".
+_NAMED_SCRIPTS = (
+    "Latin", "Han", "Hangul", "Hiragana", "Katakana", "Cyrillic", "Arabic", "Devanagari",
+    "Greek", "Hebrew", "Thai", "Bengali", "Tamil", "Telugu", "Kannada", "Malayalam",
+    "Gujarati", "Gurmukhi", "Oriya", "Sinhala", "Georgian", "Armenian", "Ethiopic", "Khmer",
+    "Lao", "Myanmar", "Tibetan", "Thaana", "Syriac", "Mongolian", "Bopomofo", "Yi",
+)
+_SCRIPT_PATTERNS = [(name, regex.compile(rf"\p{{Script={name}}}")) for name in _NAMED_SCRIPTS]
+
+# Runs of letters and combining marks; everything else (digits, punctuation, symbols,
+# emoji, whitespace) is never confusion.
+_LETTER_RUN = regex.compile(r"[\p{L}\p{M}]+")
+
+# URLs and e-mail addresses are exempt as a whole, whatever script they contain.
+_EXEMPT_REGION = regex.compile(
+    r"(?:(?:https?|ftp)://|www\.)[^\s<>\"'`]+"
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+)
+
+# Scripts written without spaces between words: each character counts as one word.
+_PER_CHARACTER_WORDS = regex.compile(r"[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}]")
+
+# Code point blocks whose letters are never confusion:
+# mathematical alphanumerics, letter-like symbols (℃, ℓ, Ω, K, Å), number forms (Ⅻ),
+# and phonetic letters (IPA extensions, spacing modifier letters, phonetic extensions).
+_EXEMPT_BLOCKS = regex.compile(
+    r"[\U0001D400-\U0001D7FF\u2100-\u214F\u2150-\u218F\u0250-\u02FF\u1D00-\u1DBF\p{M}]+"
+)
+_PHONETIC = regex.compile(r"[\u0250-\u02FF\u1D00-\u1DBF]")
+
+# Pinyin: Latin letters with at least one tone-marked vowel (Chinese targets only).
+_PINYIN = regex.compile(r"[a-zA-ZüÜ]*[āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜĀÁǍÀĒÉĚÈĪÍǏÌŌÓǑÒŪÚǓÙ][a-zA-ZāáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüĀÁǍÀĒÉĚÈĪÍǏÌŌÓǑÒŪÚǓÙÜ]*")
+
+# Greek words of at most this many letters are read as formula symbols (α, Δx, μ).
+_MAX_GREEK_SYMBOL_LETTERS = 2
+
+# Units, file formats and programming words that appear in any language's technical text.
+UNIT_AND_CODE_WORDS = frozenset(
+    """
+    mm cm m km kg g mg µg ml l dl kl s ms µs ns min h hz khz mhz ghz kb mb gb tb pb kib mib gib
+    bps kbps mbps gbps w kw mw kwh mah v mv a ma c f k pa kpa hpa mpa psi bar db dpi px pt em
+    rem fps rpm ppm mol lb lbs oz ft in yd mi mph kmh km/h cc cal kcal
+    cpu gpu tpu ram rom ssd hdd usb os api sdk cli gui ui ux url uri http https ftp ssh tcp ip
+    udp dns html css js json xml yaml yml csv tsv pdf png jpg jpeg gif svg mp3 mp4 wav zip tar
+    gz txt md py python java javascript typescript ts go rust ruby php perl bash sh shell sql
+    c++ cpp cuda numpy pandas pytorch torch tensorflow keras git github docker linux unix
+    regex utf utf-8 ascii unicode id ok vs etc e.g i.e wifi bluetooth app apps web email
+    """.split()
+)
+
+
+@functools.lru_cache(maxsize=65536)
+def _script_of(char: str) -> str:
+    for name, pattern in _SCRIPT_PATTERNS:
+        if pattern.match(char):
+            return name
+    if regex.match(r"[\p{Script=Common}\p{Script=Inherited}]", char):
+        return "Common"
+    return "Other"
+
+
+def _fold_fullwidth(text: str) -> str:
+    """Map full-width ASCII (Ａ-Ｚ, ａ-ｚ) to ASCII, as CJK text often writes Latin letters."""
+    return "".join(chr(ord(c) - 0xFEE0) if "\uFF01" <= c <= "\uFF5E" else c for c in text)
+
+
+# ---------------------------------------------------------------------------------------
+# Word segmentation shared by both methods
+
+
+@dataclass
+class _Word:
+    start: int
+    end: int
+    script: str
+    line: int
+    units: int  # how many words it counts for (characters for Han and kana)
+    verdict: str = "pass"  # "pass", "fail", "exempt", or "name" (resolved later)
+    detected: str = ""
+
+
+class _Target:
+    """Precompiled tables for one target language and option set."""
+
+    def __init__(self, language: str):
+        self.language = language
+        self.scripts = language_scripts(language)
+        allowed = "".join(rf"\p{{Script={s}}}" for s in self.scripts)
+        self.own_run = regex.compile(rf"[{allowed}\p{{Script=Common}}\p{{Script=Inherited}}]+")
+        self.is_latin = is_latin_script(language)
+
+
+@functools.lru_cache(maxsize=512)
+def _target(language: str) -> _Target:
+    return _Target(language)
+
+
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    for match in regex.finditer(r"\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", text):
+        starts.append(match.end())
+    return starts
+
+
+def _split_by_script(text: str, start: int, end: int) -> list[tuple[int, int, str]]:
+    """Split text[start:end] into runs of one script; Common and Inherited join the run they are in."""
+    runs: list[tuple[int, int, str]] = []
+    run_start, run_script = start, None
+    for index in range(start, end):
+        script = _script_of(text[index])
+        if script == "Common":
+            continue
+        if run_script is None:
+            run_script = script
+        elif script != run_script:
+            runs.append((run_start, index, run_script))
+            run_start, run_script = index, script
+    runs.append((run_start, end, run_script or "Common"))
+    return runs
+
+
+def _words(text: str, target: _Target) -> list[_Word]:
+    """Segment text into words of one script each, skipping URLs and e-mail addresses."""
+    exempt = [(m.start(), m.end()) for m in _EXEMPT_REGION.finditer(text)] if ("@" in text or "/" in text or "www." in text) else []
+    line_starts = _line_starts(text)
+    words: list[_Word] = []
+    for match in _LETTER_RUN.finditer(text):
+        start, end = match.span()
+        if exempt and any(s <= start < e for s, e in exempt):
+            continue
+        line = bisect.bisect_right(line_starts, start) - 1
+        if target.own_run.fullmatch(text, start, end):
+            pieces = [(start, end, target.scripts[0])]
+        else:
+            pieces = _split_by_script(text, start, end)
+        for piece_start, piece_end, script in pieces:
+            units = len(_PER_CHARACTER_WORDS.findall(text, piece_start, piece_end)) or 1
+            words.append(_Word(piece_start, piece_end, script, line, units))
+    return words
+
+
+# ---------------------------------------------------------------------------------------
+# Script rules
+
+
+def _classify_segment(word: _Word, text: str, target: _Target, ignore_english: bool) -> None:
+    """Set `word.verdict` for a word under the script rules.
+
+    Exempt (never confusion): letters of the target's scripts' neighbours Common and
+    Inherited, mathematical alphanumerics, letter-like symbols, number forms, phonetic
+    letters, short Greek formula symbols, pinyin with tone marks for Chinese targets,
+    unit and code words, and with `ignore_english` every ASCII word. Capitalised Latin
+    words become "name" and are resolved by `_resolve_names`.
+    """
+    if word.script in target.scripts:
+        word.verdict = "pass"
+        return
+    piece = text[word.start : word.end]
+    if word.script == "Common" or _EXEMPT_BLOCKS.fullmatch(piece):
+        word.verdict = "exempt"
+        return
+    if word.script == "Latin":
+        folded = _fold_fullwidth(piece)
+        if ignore_english and folded.isascii():
+            word.verdict = "exempt"
+        elif _PHONETIC.search(piece):
+            word.verdict = "exempt"
+        elif target.language in ("zh", "yue", "wuu") and _PINYIN.fullmatch(piece):
+            word.verdict = "exempt"
+        elif folded.lower() in UNIT_AND_CODE_WORDS:
+            word.verdict = "exempt"
+        elif folded[0].isupper():
+            word.verdict = "name"
+        else:
+            word.verdict = "fail"
+        word.detected = "Latin"
+        return
+    if word.script == "Greek" and len(regex.findall(r"\p{L}", piece)) <= _MAX_GREEK_SYMBOL_LETTERS:
+        word.verdict = "exempt"
+        return
+    word.verdict = "fail"
+    word.detected = word.script
+
+
+# Text that may separate the words of one foreign phrase.
+_PHRASE_GAP = regex.compile(r"[^\S\r\n]*[-'’,.:;!?()\"“”]?[^\S\r\n]*")
+
+
+def _resolve_names(words: list[_Word], text: str) -> None:
+    """Decide capitalised Latin words: a name alone, part of a foreign phrase otherwise.
+
+    A capitalised word is exempt as a name unless it sits in a run of Latin words that
+    also holds a lower-case word that failed ("The weather is nice"), in which case the
+    whole run is foreign text and fails from its first word on.
+    """
+    index = 0
+    while index < len(words):
+        if words[index].script != "Latin" or words[index].verdict not in ("name", "fail", "exempt"):
+            index += 1
+            continue
+        run_end = index + 1
+        while (
+            run_end < len(words)
+            and words[run_end].script == "Latin"
+            and words[run_end].verdict in ("name", "fail", "exempt")
+            and _PHRASE_GAP.fullmatch(text, words[run_end - 1].end, words[run_end].start)
+        ):
+            run_end += 1
+        run = words[index:run_end]
+        has_failure = any(w.verdict == "fail" for w in run)
+        for word in run:
+            if word.verdict == "name":
+                word.verdict = "fail" if has_failure else "exempt"
+            elif word.verdict == "exempt" and has_failure and len(run) > 1 and _is_plain_word(text, word):
+                # A unit or code word inside a foreign sentence is part of that sentence.
+                word.verdict = "fail"
+                word.detected = "Latin"
+        index = run_end
+
+
+def _is_plain_word(text: str, word: _Word) -> bool:
+    return text[word.start : word.end].isascii() and not _PHONETIC.search(text, word.start, word.end)
+
+
+def _script_rule_words(text: str, target: _Target, ignore_english: bool) -> list[_Word]:
+    words = _words(text, target)
+    for word in words:
+        _classify_segment(word, text, target, ignore_english)
+    if any(w.verdict == "name" for w in words):
+        _resolve_names(words, text)
+    return words
+
+
+# ---------------------------------------------------------------------------------------
+# Word-level language ID
+
+# Each word is judged together with the words that follow it on its line, because
+# fastText cannot tell the language of one short word. A word fails when the window that
+# starts at it is confidently another language and so is the window of the next word.
+WORD_LID_WINDOW = 4
+WORD_LID_MIN_PROBABILITY = 0.5
+
+
+def _lid_model():
+    from tlpo.lid import load_model
+
+    return load_model()
+
+
+def _word_lid_words(text: str, target: _Target) -> list[_Word]:
+    words = _words(text, target)
+    model = _lid_model()
+    by_line: dict[int, list[_Word]] = {}
+    for word in words:
+        if word.script == "Latin":
+            word.verdict = "pass"
+            by_line.setdefault(word.line, []).append(word)
+        else:
+            _classify_segment(word, text, target, ignore_english=False)
+    for line_words in by_line.values():
+        windows = [
+            " ".join(text[w.start : w.end] for w in line_words[i : i + WORD_LID_WINDOW]).lower()
+            for i in range(len(line_words))
+        ]
+        # One call per window: fasttext-predict 0.9.2.4 returns per-line tuples from its
+        # list form, not the (labels, probabilities) pair its docstring promises.
+        labels = []
+        foreign = []
+        for window in windows:
+            label, probability = model.predict(window, k=1)
+            labels.append(label)
+            foreign.append(label[0][9:] != target.language and probability[0] >= WORD_LID_MIN_PROBABILITY)
+        for i, word in enumerate(line_words):
+            if foreign[i] and (i + 1 == len(line_words) or foreign[i + 1]):
+                word.verdict = "fail"
+                word.detected = labels[i][0][9:]
+    return words
+
+
+# ---------------------------------------------------------------------------------------
+# Report assembly
+
+
+def _build_report(text: str, language: str, method: str, words: list[_Word]) -> ConfusionReport:
+    spans: list[Span] = []
+    line_counts: dict[int, list[int]] = {}
+    words_passed = words_failed = 0
+    open_span: list | None = None  # [start, end, detected, line]
+    for word in words:
+        if word.verdict not in ("pass", "fail"):
+            continue
+        counts = line_counts.setdefault(word.line, [0, 0])
+        if word.verdict == "pass":
+            counts[0] += word.units
+            words_passed += word.units
+            if open_span is not None:
+                spans.append(Span(open_span[0], open_span[1], text[open_span[0] : open_span[1]], open_span[2]))
+                open_span = None
+            continue
+        counts[1] += word.units
+        words_failed += word.units
+        if open_span is not None and open_span[2] == word.detected and open_span[3] == word.line:
+            open_span[1] = word.end
+        else:
+            if open_span is not None:
+                spans.append(Span(open_span[0], open_span[1], text[open_span[0] : open_span[1]], open_span[2]))
+            open_span = [word.start, word.end, word.detected, word.line]
+    if open_span is not None:
+        spans.append(Span(open_span[0], open_span[1], text[open_span[0] : open_span[1]], open_span[2]))
+
+    lines_passed = lines_failed = 0
+    for passed_words, failed_words in line_counts.values():
+        if passed_words + failed_words < MIN_WORDS_PER_LINE:
+            continue
+        if passed_words >= failed_words:
+            lines_passed += 1
+        else:
+            lines_failed += 1
+
+    counted_lines = lines_passed + lines_failed
+    return ConfusionReport(
+        text=text,
+        language=language,
+        method=method,
+        passed=words_failed == 0,
+        first_confusion=spans[0].start if spans else None,
+        spans=spans,
+        lines_passed=lines_passed,
+        lines_failed=lines_failed,
+        words_passed=words_passed,
+        words_failed=words_failed,
+        line_passed=(lines_failed == 0) if counted_lines else None,
+        word_passed=(words_failed == 0) if (words_passed + words_failed) else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Public interface
+
+
+def detect(text: str, language: str, *, method: str = "auto", ignore_english: bool = True) -> ConfusionReport:
+    """Find where `text` stops being in `language`.
+
+    method: "auto" (script rules for own-script targets, word-level language ID for
+    Latin-script targets), "script" or "word-lid". `ignore_english` makes the script
+    rules skip every ASCII word; it has no effect on word-level language ID.
+    Raises ValueError for an unknown language or method, TypeError for non-str text.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
+    canonical = normalize_language(language)
+    target = _target(canonical)
+    if method not in METHODS:
+        raise ValueError(f"unknown detection method {method!r}; use one of {', '.join(METHODS)}")
+    if method == "auto":
+        method = "word-lid" if target.is_latin else "script"
+    if method == "word-lid":
+        words = _word_lid_words(text, target)
+    else:
+        words = _script_rule_words(text, target, ignore_english)
+    return _build_report(text, canonical, method, words)
+
+
+def detect_batch(
+    texts: Sequence[str],
+    languages: str | Sequence[str],
+    *,
+    method: str = "auto",
+    ignore_english: bool = True,
+) -> list[ConfusionReport]:
+    """Run `detect` on each text; `languages` is one code for all or one per text."""
+    if isinstance(languages, str):
+        languages = [languages] * len(texts)
+    elif len(languages) != len(texts):
+        raise ValueError(f"got {len(texts)} texts but {len(languages)} languages; pass one language or one per text")
+    return [detect(t, lang, method=method, ignore_english=ignore_english) for t, lang in zip(texts, languages)]
+
+
+def pass_rates(reports: Sequence[ConfusionReport]) -> dict:
+    """Aggregate reports into RPR, LPR and WPR in percent (0-100).
+
+    RPR: share of responses that passed. LPR: share of counted lines (>= 5 valid words)
+    that passed, over all responses. WPR: share of valid words that passed. LPR and WPR
+    are None when nothing was counted; RPR is None for an empty list.
+    """
+    total = len(reports)
+    lines_passed = sum(r.lines_passed for r in reports)
+    lines_total = lines_passed + sum(r.lines_failed for r in reports)
+    words_passed = sum(r.words_passed for r in reports)
+    words_total = words_passed + sum(r.words_failed for r in reports)
+    return {
+        "rpr": 100.0 * sum(r.passed for r in reports) / total if total else None,
+        "lpr": 100.0 * lines_passed / lines_total if lines_total else None,
+        "wpr": 100.0 * words_passed / words_total if words_total else None,
+        "responses": total,
+        "lines": lines_total,
+        "words": words_total,
+    }
