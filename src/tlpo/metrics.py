@@ -214,6 +214,176 @@ def find_word_list(
     )
 
 
+# --- reading completion files --------------------------------------------------------
+
+REQUIRED_COLUMNS = ("completion", "task", "source", "language")
+
+
+class InputError(ValueError):
+    """A completion file that cannot be scored; the message names the file, row and fix."""
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise InputError(
+            f"{name} is not valid UTF-8: byte 0x{data[error.start]:02x} at offset "
+            f"{error.start} (line {line}) cannot be decoded. Save the file as UTF-8 and "
+            "retry."
+        ) from None
+    # Python's universal-newline reading, which the official script gets from open():
+    # "\r\n" and a lone "\r" become "\n", also inside quoted CSV fields.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _check_value(value, column: str, where: str, *, allow_empty: bool) -> str:
+    if value is None:
+        raise InputError(f"{where}: missing value for column {column!r}")
+    if not isinstance(value, str):
+        raise InputError(
+            f"{where}: column {column!r} must be a string, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if not allow_empty and not value.strip():
+        raise InputError(f"{where}: column {column!r} is empty")
+    return value
+
+
+def _missing_columns_error(name: str, missing: Sequence[str], found: Iterable[str]) -> InputError:
+    return InputError(
+        f"{name} lacks the column(s) {', '.join(map(repr, missing))}; found "
+        f"{', '.join(map(repr, found)) or 'none'}. An LCB completion file has the columns "
+        f"{', '.join(REQUIRED_COLUMNS)} and optionally model."
+    )
+
+
+def _read_csv(text: str, name: str, default_model: str) -> list[Completion]:
+    import csv
+    import io
+
+    rows = []
+    previous_limit = csv.field_size_limit()
+    # The default limit of 128 KiB per field would reject long completions.
+    csv.field_size_limit(2**31 - 1)
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        header = reader.fieldnames or []
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
+        if missing:
+            raise _missing_columns_error(name, missing, header)
+        for record in reader:
+            where = f"{name}, line {reader.line_num}"
+            values = {
+                column: _check_value(
+                    record.get(column), column, where, allow_empty=column == "completion"
+                )
+                for column in REQUIRED_COLUMNS
+            }
+            model = record.get("model") or default_model
+            rows.append(Completion(model=model, **values))
+    except csv.Error as error:
+        raise InputError(f"{name}: invalid CSV near line {reader.line_num}: {error}") from None
+    finally:
+        csv.field_size_limit(previous_limit)
+    return rows
+
+
+def _read_jsonl(text: str, name: str, default_model: str) -> list[Completion]:
+    import json
+
+    rows = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{name}, line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{where}: invalid JSON: {error}") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        missing = [column for column in REQUIRED_COLUMNS if column not in record]
+        if missing:
+            raise _missing_columns_error(where, missing, record)
+        values = {
+            column: _check_value(
+                record[column], column, where, allow_empty=column == "completion"
+            )
+            for column in REQUIRED_COLUMNS
+        }
+        # Escaped line ends inside JSON strings get the same treatment as raw ones in CSV.
+        values["completion"] = values["completion"].replace("\r\n", "\n").replace("\r", "\n")
+        try:
+            values["completion"].encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InputError(
+                f"{where}: the completion contains an unpaired surrogate "
+                f"{values['completion'][error.start]!r} (an escape such as \\ud800 in the "
+                "JSON); fix the escape in the file that produced it"
+            ) from None
+        model = record.get("model")
+        if model is not None:
+            model = _check_value(model, "model", where, allow_empty=False)
+        rows.append(Completion(model=model or default_model, **values))
+    return rows
+
+
+def read_completions(path: str | os.PathLike, *, data: bytes | None = None) -> list[Completion]:
+    """Read an LCB completion file: CSV, or JSON Lines when it is named *.jsonl/*.json.
+
+    Required columns (keys) are completion, task, source and language; a missing model
+    column becomes the file name without its suffix. Empty completions are kept (the
+    metric skips them). Raises InputError on invalid UTF-8, a missing column or value, a
+    malformed row, or a file with no completion. Pass `data` to parse bytes already
+    read (for standard input), with `path` naming them.
+    """
+    path = Path(path)
+    name = str(path)
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"completion file not found: {name}") from None
+        except IsADirectoryError:
+            raise InputError(f"{name} is a folder; pass a CSV or JSONL file") from None
+    text = _decode(data, name)
+    default_model = path.stem
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson") or (
+        path.suffix.lower() != ".csv" and text.lstrip().startswith("{")
+    ):
+        rows = _read_jsonl(text, name, default_model)
+    else:
+        rows = _read_csv(text, name, default_model)
+    if not rows:
+        raise InputError(f"{name} contains no completions")
+    return rows
+
+
+def resolve_languages(rows: Sequence[Completion]) -> list[Completion]:
+    """Return `rows` with each language replaced by its canonical lid.176 code.
+
+    Codes the fastText model already uses as labels stay as they are, so LCB files
+    score exactly as with the official script; others ("ko-KR", "zh-Hans",
+    "Japanese") go through `tlpo.languages.normalize_language`. Raises InputError
+    naming an unknown code and how many rows carry it.
+    """
+    from tlpo.languages import LID176_CODES, normalize_language
+
+    mapping = {}
+    for code in sorted({row.language for row in rows}):
+        if code in LID176_CODES:
+            mapping[code] = code
+            continue
+        try:
+            mapping[code] = normalize_language(code)
+        except ValueError as error:
+            count = sum(row.language == code for row in rows)
+            raise InputError(f"{error} (in {count} row(s) of the language column)") from None
+    return [dataclasses.replace(row, language=mapping[row.language]) for row in rows]
+
+
 # --- scoring -------------------------------------------------------------------------
 
 
