@@ -89,6 +89,20 @@ def _register_score(lcb_commands) -> None:
         help="folder of the LCB data, searched for english_words.txt (default: $TLPO_LCB_DIR)",
     )
     parser.add_argument(
+        "--detector-method",
+        choices=("auto", "script", "word-lid"),
+        default="auto",
+        help="detector method for --metric rules: auto (default; script rules for "
+        "languages with their own script, word-level language ID for Latin-script ones), "
+        "script or word-lid",
+    )
+    parser.add_argument(
+        "--count-english",
+        action="store_true",
+        help="for --metric rules with script rules: count ASCII (English) words as "
+        "confusion instead of ignoring them, the detector's default",
+    )
+    parser.add_argument(
         "--out",
         metavar="FILE",
         help="write the table to FILE instead of standard output",
@@ -229,8 +243,14 @@ def _score_lcb(args, rows) -> tuple[list, dict]:
 def _score_rules(args, rows) -> tuple[list, dict]:
     from tlpo import metrics
 
-    table = metrics.score_rules(rows, progress=False if args.no_progress else None)
-    return table, {"detector": "tlpo.detection.detect_batch (method auto)"}
+    options = {"method": args.detector_method, "ignore_english": not args.count_english}
+    try:
+        table = metrics.score_rules(
+            rows, progress=False if args.no_progress else None, **options
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return table, {"detector_options": options}
 
 
 def run_score(args: argparse.Namespace) -> int:
