@@ -260,7 +260,9 @@ def run_score(args: argparse.Namespace) -> int:
     else:
         table, details = _score_rules(args, rows)
 
-    skipped = sum(row.completions - row.scored for row in table if row.source != "all")
+    # Each (task, model) block ends with its ("all", "all") row, whose counts are totals.
+    totals = [row for row in table if row.source == "all" and row.language == "all"]
+    skipped = sum(row.completions - row.scored for row in totals)
     if skipped:
         logger.info(
             "%d of %d completions have no line of 5 or more words and count for nothing, "
