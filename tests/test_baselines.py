@@ -178,3 +178,66 @@ def test_preference_pairs_pick_clean_and_confused(tiny_model_dir):
         assert not detect(pair["rejected"], pair["language"]).passed, pair
     again, _ = baselines.build_preference_pairs(model, tokenizer, ROWS, seed=3, **PAIR_OPTIONS)
     assert again == pairs, "the same seed built different pairs"
+
+
+def _write_prompts(path, rows):
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_cli_baseline_sft_trains(tiny_model_dir, tmp_path, capsys):
+    from tlpo.cli import main
+
+    prompts = _write_prompts(tmp_path / "prompts.jsonl", ROWS)
+    output_dir = tmp_path / "cli-sft"
+    code = main(
+        ["baseline", "sft", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--output-dir", str(output_dir),
+         "--max-steps", "2", "--learning-rate", "0.01", "--per-device-train-batch-size", "2", "--max-length", "64"]
+    )
+    assert code == 0
+    assert "sft: 2 logged steps on 4 examples" in capsys.readouterr().out
+    assert (output_dir / "model.safetensors").is_file()
+    assert (output_dir / "tokenizer.json").is_file()
+
+
+def test_cli_baseline_lora_saves_adapter(tiny_model_dir, tmp_path):
+    from tlpo.cli import main
+
+    prompts = _write_prompts(tmp_path / "prompts.jsonl", ROWS)
+    output_dir = tmp_path / "cli-lora"
+    code = main(
+        ["baseline", "sft", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--output-dir", str(output_dir),
+         "--max-steps", "1", "--lora", "--lora-r", "4", "--max-length", "64"]
+    )
+    assert code == 0
+    assert (output_dir / "adapter_config.json").is_file()
+    assert not (output_dir / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "rows", "message"),
+    [
+        ([], ROWS + [{"prompt": "안녕", "language": "ko"}], "row 5 has no 'reference'"),
+        (["--num-generations", "4"], ROWS, "--num-generations does not apply to sft"),
+        ([], [{"prompt": "안녕", "language": "xx-not-a-language", "reference": "네"}], "xx-not-a-language"),
+    ],
+)
+def test_cli_baseline_rejects_bad_input(tiny_model_dir, tmp_path, capsys, extra, rows, message):
+    from tlpo.cli import main
+
+    prompts = _write_prompts(tmp_path / "prompts.jsonl", rows)
+    code = main(
+        ["baseline", "sft", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--output-dir",
+         str(tmp_path / "out"), "--max-steps", "1", *extra]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_baseline_missing_prompts_file(tiny_model_dir, tmp_path, capsys):
+    from tlpo.cli import main
+
+    missing = tmp_path / "missing.jsonl"
+    code = main(["baseline", "grpo", "--model", str(tiny_model_dir), "--prompts", str(missing), "--output-dir", str(tmp_path)])
+    assert code == 2
+    assert f"prompts file not found: {missing}" in capsys.readouterr().err
