@@ -1,7 +1,7 @@
 """Time `tlpo lcb score` end to end, start-up included, on LCB output files.
 
-Runs the installed `tlpo` command in a fresh process per repeat, as a user would, and
-prints the wall time per file (best and median of the repeats) and whether the TSV
+Runs the installed `tlpo` command in a fresh process per repeat, as a user would. Prints
+the wall time per file (best, median and worst of the repeats) and whether the TSV
 output matches the official table in `expected/<model>.tsv` to the printed decimals.
 
     python benchmarks/lcb_score_speed.py [--lcb-dir DIR] [--repeats 3]

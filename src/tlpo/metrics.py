@@ -14,7 +14,7 @@ decimals. For each completion:
    than 5 words;
 4. skip a completion with no line left: it counts for nothing;
 5. label each line with fastText's top label, or ``unknown`` when its probability is
-   0.3 or less; a label other than the target language is a line error;
+   0.3 or less. A label other than the target language is a line error;
 6. a completion with a line error fails LPR; a completion without one fails WPR when
    one of its words is in the English word list (entries that are all lower-case and
    longer than 3 characters).
@@ -365,7 +365,7 @@ def resolve_languages(rows: Sequence[Completion]) -> list[Completion]:
     """Return `rows` with each language replaced by its canonical lid.176 code.
 
     Codes the fastText model already uses as labels stay as they are, so LCB files
-    score exactly as with the official script; others ("ko-KR", "zh-Hans",
+    score exactly as with the official script. Others ("ko-KR", "zh-Hans",
     "Japanese") go through `tlpo.languages.normalize_language`. Raises InputError
     naming an unknown code and how many rows carry it.
     """
@@ -500,9 +500,10 @@ def aggregate_rows(
     """Add the "all" rows to per-(source, language) rates, in the official row order.
 
     `groups` maps (source, language) to (rates as fractions, counts). The result lists
-    (source, language, rates, counts): the groups sorted by (source, language), then one
-    row per source in sorted order, then one row per language in the order each first
-    appears among the sorted groups, then ("all", "all") averaging the language rows.
+    (source, language, rates, counts) in this order. First come the groups sorted by
+    (source, language), then one row per source in sorted order. Then follows one row per
+    language, in the order each first appears among the sorted groups, and last
+    ("all", "all"), which averages the language rows.
     """
     rows = []
     per_source: dict[str, list] = defaultdict(list)
