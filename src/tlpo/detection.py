@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -97,10 +98,12 @@ _SCRIPT_PATTERNS = [(name, regex.compile(rf"\p{{Script={name}}}")) for name in _
 # emoji, whitespace) is never confusion.
 _LETTER_RUN = regex.compile(r"[\p{L}\p{M}]+")
 
-# URLs and e-mail addresses are exempt as a whole, whatever script they contain.
+# URLs, e-mail addresses and markup tags or placeholders (<br>, <unk>, </div>) are
+# exempt as a whole, whatever script they contain.
 _EXEMPT_REGION = regex.compile(
     r"(?:(?:https?|ftp)://|www\.)[^\s<>\"'`]+"
-    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|</?[A-Za-z][\w:-]{0,30}(?:\s[^<>\n]{0,200})?/?>",
 )
 
 # Scripts written without spaces between words: each character counts as one word.
@@ -207,7 +210,7 @@ def _split_by_script(text: str, start: int, end: int) -> list[tuple[int, int, st
 
 def _words(text: str, target: _Target) -> list[_Word]:
     """Segment text into words of one script each, skipping URLs and e-mail addresses."""
-    exempt = [(m.start(), m.end()) for m in _EXEMPT_REGION.finditer(text)] if ("@" in text or "/" in text or "www." in text) else []
+    exempt = [(m.start(), m.end()) for m in _EXEMPT_REGION.finditer(text)] if ("@" in text or "/" in text or "www." in text or "<" in text) else []
     line_starts = _line_starts(text)
     words: list[_Word] = []
     for match in _LETTER_RUN.finditer(text):
@@ -253,9 +256,11 @@ def _classify_segment(word: _Word, text: str, target: _Target, ignore_english: b
             word.verdict = "exempt"
         elif target.language in ("zh", "yue", "wuu") and _PINYIN.fullmatch(piece):
             word.verdict = "exempt"
-        elif folded.lower() in UNIT_AND_CODE_WORDS:
+        elif folded.lower() in UNIT_AND_CODE_WORDS or len(folded) == 1:
+            # One Latin letter on its own is a variable, label or grade ("x", "d払い").
             word.verdict = "exempt"
-        elif folded[0].isupper():
+        elif not folded.islower():
+            # Capitalised or camel-case: a name or brand ("Seoul", "iPhone", "eBay").
             word.verdict = "name"
         else:
             word.verdict = "fail"
@@ -268,16 +273,22 @@ def _classify_segment(word: _Word, text: str, target: _Target, ignore_english: b
     word.detected = word.script
 
 
-# Text that may separate the words of one foreign phrase.
-_PHRASE_GAP = regex.compile(r"[^\S\r\n]*[-'’,.:;!?()\"“”]?[^\S\r\n]*")
+# Text that may separate the words of one foreign phrase: no letters, no line break, and
+# short, so "a 3-page article" and "Hello, world" stay one phrase.
+_PHRASE_GAP = regex.compile(r"[^\p{L}\p{M}\n\r\u2028\u2029]{0,12}")
+
+# A run of this many capitalised Latin words is a title or sentence, not a name.
+_MIN_CAPITALISED_PHRASE_WORDS = 4
 
 
-def _resolve_names(words: list[_Word], text: str) -> None:
+def _resolve_names(words: list[_Word], text: str, ignore_english: bool) -> None:
     """Decide capitalised Latin words: a name alone, part of a foreign phrase otherwise.
 
     A capitalised word is exempt as a name unless it sits in a run of Latin words that
-    also holds a lower-case word that failed ("The weather is nice"), in which case the
-    whole run is foreign text and fails from its first word on.
+    also holds a lower-case word that failed ("The weather is nice") or is itself at
+    least four capitalised words long ("What Is Statistical Learning"). Then the whole
+    run is foreign text and fails from its first word on, including unit, code and
+    one-letter words in it, but not ASCII words under `ignore_english`.
     """
     index = 0
     while index < len(words):
@@ -293,11 +304,18 @@ def _resolve_names(words: list[_Word], text: str) -> None:
         ):
             run_end += 1
         run = words[index:run_end]
-        has_failure = any(w.verdict == "fail" for w in run)
+        names = sum(w.verdict == "name" for w in run)
+        has_failure = any(w.verdict == "fail" for w in run) or names >= _MIN_CAPITALISED_PHRASE_WORDS
         for word in run:
             if word.verdict == "name":
                 word.verdict = "fail" if has_failure else "exempt"
-            elif word.verdict == "exempt" and has_failure and len(run) > 1 and _is_plain_word(text, word):
+            elif (
+                word.verdict == "exempt"
+                and has_failure
+                and len(run) > 1
+                and not ignore_english
+                and _is_plain_word(text, word)
+            ):
                 # A unit or code word inside a foreign sentence is part of that sentence.
                 word.verdict = "fail"
                 word.detected = "Latin"
@@ -312,55 +330,217 @@ def _script_rule_words(text: str, target: _Target, ignore_english: bool) -> list
     words = _words(text, target)
     for word in words:
         _classify_segment(word, text, target, ignore_english)
-    if any(w.verdict == "name" for w in words):
-        _resolve_names(words, text)
+    if any(w.verdict in ("name", "fail") and w.script == "Latin" for w in words):
+        _resolve_names(words, text, ignore_english)
     return words
 
 
 # ---------------------------------------------------------------------------------------
 # Word-level language ID
+#
+# Each line's Latin words are labelled target (T) or foreign (F) by a two-state hidden
+# Markov model decoded with Viterbi. A word's evidence for T is
+#     e = log(p_T + eps) - log(p_best_other + eps)
+#         + CONTEXT_WEIGHT * mean over its two word bigrams of the same ratio
+#         + TARGET_PRIOR
+# where the word-level probabilities come from `lingua` (confidence values over the
+# target and the nine Latin-script LCB languages) and the bigram ones from fastText
+# lid.176. Switching state costs SWITCH_COST, so a lone ambiguous word does not flip
+# the label. A foreign run of at least MIN_FOREIGN_RUN words is confusion. The values
+# were tuned on the localisation benchmark in benchmarks/localisation.py (see
+# docs/DETECTION.md for the measurements behind the choice).
 
-# Each word is judged together with the words that follow it on its line, because
-# fastText cannot tell the language of one short word. A word fails when the window that
-# starts at it is confidently another language and so is the window of the next word.
-WORD_LID_WINDOW = 4
-WORD_LID_MIN_PROBABILITY = 0.5
+# Latin-script languages the word-level model weighs the target against.
+WORD_LID_LANGUAGES = ("en", "es", "de", "fr", "id", "it", "pt", "vi", "tr")
+TARGET_PRIOR = 1.0
+CONTEXT_WEIGHT = 0.5
+SWITCH_COST = 3.0
+MIN_FOREIGN_RUN = 2
+# A run's first word is skipped while it is ambiguous (evidence above -0.3) and the
+# next word is more clearly foreign, so that a shared word ("in", "a") before a
+# foreign phrase is not reported as its start.
+AMBIGUOUS_EVIDENCE = 0.3
+_PROBABILITY_FLOOR = 0.01
+
+# A Latin word, with inner apostrophes and hyphens ("c'est", "well-known").
+_LATIN_WORD = regex.compile(r"\p{Latin}[\p{Latin}\p{M}]*(?:['’-]\p{Latin}[\p{Latin}\p{M}]*)*")
 
 
-def _lid_model():
-    from tlpo.lid import load_model
+class _WordModel:
+    """Word and bigram language probabilities for one Latin-script target, cached."""
 
-    return load_model()
+    def __init__(self, language: str):
+        from tlpo.lid import load_model
+
+        self.language = language
+        self.fasttext = load_model()
+        self.lingua = _lingua_detector(language)
+        self._word_cache: dict[str, float] = {}
+        self._bigram_cache: dict[str, float] = {}
+
+    def word_evidence(self, word: str) -> float:
+        cached = self._word_cache.get(word)
+        if cached is not None:
+            return cached
+        if self.lingua is not None:
+            detector, codes = self.lingua
+            probabilities = {codes[v.language]: v.value for v in detector.compute_language_confidence_values(word)}
+        else:
+            probabilities = self._fasttext_probabilities(word.lower(), restrict=True)
+        evidence = _log_ratio(probabilities, self.language)
+        if len(self._word_cache) < 200_000:
+            self._word_cache[word] = evidence
+        return evidence
+
+    def bigram_evidence(self, bigram: str) -> float:
+        cached = self._bigram_cache.get(bigram)
+        if cached is None:
+            cached = _log_ratio(self._fasttext_probabilities(bigram, restrict=False), self.language)
+            if len(self._bigram_cache) < 200_000:
+                self._bigram_cache[bigram] = cached
+        return cached
+
+    def _fasttext_probabilities(self, text: str, restrict: bool) -> dict[str, float]:
+        labels, probabilities = self.fasttext.predict(text, k=-1 if restrict else 5)
+        result = {label[9:]: p for label, p in zip(labels, probabilities)}
+        if restrict:
+            kept = {code: p for code, p in result.items() if code in WORD_LID_LANGUAGES or code == self.language}
+            total = sum(kept.values()) or 1.0
+            result = {code: p / total for code, p in kept.items()}
+        return result
+
+    def name_language(self, text: str) -> str:
+        """Return the most likely language of a foreign span other than the target."""
+        labels, _ = self.fasttext.predict(text.replace("\n", " ").lower(), k=2)
+        codes = [label[9:] for label in labels]
+        return next((code for code in codes if code != self.language), "unknown")
+
+
+def _log_ratio(probabilities: dict[str, float], language: str) -> float:
+    target = probabilities.get(language, 0.0)
+    other = max((p for code, p in probabilities.items() if code != language), default=0.0)
+    return math.log(target + _PROBABILITY_FLOOR) - math.log(other + _PROBABILITY_FLOOR)
+
+
+@functools.lru_cache(maxsize=64)
+def _lingua_detector(language: str):
+    """Build a lingua detector for the target plus WORD_LID_LANGUAGES, or None if lingua lacks the target."""
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    codes = {}
+    for code in {language, *WORD_LID_LANGUAGES}:
+        try:
+            codes[Language.from_iso_code_639_1(IsoCode639_1.from_str(code))] = code
+        except ValueError:
+            if code == language:
+                return None
+    return LanguageDetectorBuilder.from_languages(*codes).build(), codes
+
+
+@functools.lru_cache(maxsize=64)
+def _word_model(language: str) -> _WordModel:
+    return _WordModel(language)
+
+
+def _viterbi_foreign(evidence: list[float]) -> list[bool]:
+    """Decode the two-state HMM: True where a word is foreign."""
+    # scores[state] = best log score of a path ending in that state (0 = target, 1 = foreign)
+    scores = [evidence[0], -evidence[0] - SWITCH_COST / 2]
+    back: list[tuple[int, int]] = []
+    for value in evidence[1:]:
+        stay_target, switch_target = scores[0], scores[1] - SWITCH_COST
+        stay_foreign, switch_foreign = scores[1], scores[0] - SWITCH_COST
+        from_target = 0 if stay_target >= switch_target else 1
+        from_foreign = 1 if stay_foreign >= switch_foreign else 0
+        back.append((from_target, from_foreign))
+        scores = [max(stay_target, switch_target) + value, max(stay_foreign, switch_foreign) - value]
+    state = 0 if scores[0] >= scores[1] else 1
+    states = [state]
+    for from_target, from_foreign in reversed(back):
+        state = from_target if state == 0 else from_foreign
+        states.append(state)
+    states.reverse()
+    return [s == 1 for s in states]
 
 
 def _word_lid_words(text: str, target: _Target) -> list[_Word]:
-    words = _words(text, target)
-    model = _lid_model()
-    by_line: dict[int, list[_Word]] = {}
+    # Non-Latin letters are judged by script; Latin words by the HMM below.
+    words = [w for w in _words(text, target) if w.script != "Latin"]
     for word in words:
-        if word.script == "Latin":
-            word.verdict = "pass"
-            by_line.setdefault(word.line, []).append(word)
-        else:
-            _classify_segment(word, text, target, ignore_english=False)
+        _classify_segment(word, text, target, ignore_english=False)
+
+    exempt = [(m.start(), m.end()) for m in _EXEMPT_REGION.finditer(text)]
+    line_starts = _line_starts(text)
+    by_line: dict[int, list[_Word]] = {}
+    for match in _LATIN_WORD.finditer(text):
+        start, end = match.span()
+        if any(s <= start < e for s, e in exempt):
+            continue
+        line = bisect.bisect_right(line_starts, start) - 1
+        by_line.setdefault(line, []).append(_Word(start, end, "Latin", line, 1))
+    if not by_line:
+        return words
+
+    model = _word_model(target.language)
     for line_words in by_line.values():
-        windows = [
-            " ".join(text[w.start : w.end] for w in line_words[i : i + WORD_LID_WINDOW]).lower()
-            for i in range(len(line_words))
-        ]
-        # One call per window: fasttext-predict 0.9.2.4 returns per-line tuples from its
-        # list form, not the (labels, probabilities) pair its docstring promises.
-        labels = []
-        foreign = []
-        for window in windows:
-            label, probability = model.predict(window, k=1)
-            labels.append(label)
-            foreign.append(label[0][9:] != target.language and probability[0] >= WORD_LID_MIN_PROBABILITY)
-        for i, word in enumerate(line_words):
-            if foreign[i] and (i + 1 == len(line_words) or foreign[i + 1]):
-                word.verdict = "fail"
-                word.detected = labels[i][0][9:]
+        tokens = [text[w.start : w.end] for w in line_words]
+        evidence = []
+        for i, token in enumerate(tokens):
+            context = []
+            if i + 1 < len(tokens):
+                context.append(model.bigram_evidence(f"{token} {tokens[i + 1]}".lower()))
+            if i > 0:
+                context.append(model.bigram_evidence(f"{tokens[i - 1]} {token}".lower()))
+            value = model.word_evidence(token) + TARGET_PRIOR
+            if context:
+                value += CONTEXT_WEIGHT * sum(context) / len(context)
+            evidence.append(value)
+        foreign = _viterbi_foreign(evidence)
+        _mark_foreign_runs(line_words, foreign, evidence)
+        words.extend(line_words)
+
+    words.sort(key=lambda w: w.start)
+    for run in _foreign_runs(words):
+        detected = model.name_language(text[run[0].start : run[-1].end])
+        for word in run:
+            word.detected = detected
     return words
+
+
+def _mark_foreign_runs(line_words: list[_Word], foreign: list[bool], evidence: list[float]) -> None:
+    index = 0
+    while index < len(line_words):
+        if not foreign[index]:
+            index += 1
+            continue
+        end = index
+        while end < len(line_words) and foreign[end]:
+            end += 1
+        if end - index >= MIN_FOREIGN_RUN:
+            first = index
+            while first + 1 < end and evidence[first] > -AMBIGUOUS_EVIDENCE and evidence[first + 1] < evidence[first]:
+                first += 1
+            for word in line_words[first:end]:
+                word.verdict = "fail"
+        index = end
+
+
+def _foreign_runs(words: list[_Word]) -> list[list[_Word]]:
+    """Group failing Latin words into runs that no passing word or line break interrupts."""
+    runs: list[list[_Word]] = []
+    current: list[_Word] = []
+    for word in words:
+        if word.verdict == "fail" and word.script == "Latin":
+            if current and current[-1].line != word.line:
+                runs.append(current)
+                current = []
+            current.append(word)
+        elif word.verdict in ("pass", "fail") and current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs
 
 
 # ---------------------------------------------------------------------------------------
