@@ -1,0 +1,154 @@
+"""Measurements and reports of `tlpo bench`, on tiny random models built here."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tlpo import bench
+
+
+def _tiny_llama(seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    model.eval()
+    return model
+
+
+SEQUENCES = [
+    {"prompt_ids": [5, 6, 7], "response_ids": [8, 9], "language": "ko"},
+    {"prompt_ids": [10, 11], "response_ids": [12, 13, 14, 15], "language": "ko"},
+]
+
+
+def test_kl_of_model_with_itself_is_zero():
+    model = _tiny_llama(0)
+    assert bench.kl_from_base(model, model, SEQUENCES) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kl_matches_per_sequence_computation():
+    policy, base = _tiny_llama(0), _tiny_llama(1)
+    expected_sum, expected_count = 0.0, 0
+    with torch.no_grad():
+        for item in SEQUENCES:
+            ids = torch.tensor([item["prompt_ids"] + item["response_ids"]])
+            policy_logp = torch.log_softmax(policy(input_ids=ids).logits[0], -1)
+            base_logp = torch.log_softmax(base(input_ids=ids).logits[0], -1)
+            start = len(item["prompt_ids"]) - 1
+            for position in range(start, start + len(item["response_ids"])):
+                p = policy_logp[position].exp()
+                expected_sum += float((p * (policy_logp[position] - base_logp[position])).sum())
+                expected_count += 1
+    expected = expected_sum / expected_count
+    # Batched with right padding must equal one sequence at a time.
+    assert bench.kl_from_base(policy, base, SEQUENCES, batch_size=2) == pytest.approx(expected, rel=1e-4)
+    assert expected > 0
+
+
+def test_kl_without_clean_prompts_is_nan():
+    model = _tiny_llama(0)
+    assert math.isnan(bench.kl_from_base(model, model, []))
+
+
+def test_cost_meter_counts_generate_steps():
+    model = _tiny_llama(0)
+    input_ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    with bench.CostMeter() as meter:
+        model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=4,
+            min_new_tokens=4,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    # One prefill over 2 x 3 positions, then 3 decoding steps of one position per row;
+    # the 4th token comes from the logits of the 3rd decoding step.
+    assert meter.forward_passes == 4
+    assert meter.forward_tokens == 2 * 3 + 3 * 2
+    assert meter.tokens_generated == 3 * 2
+    with torch.no_grad():
+        model(input_ids=input_ids)
+    assert meter.forward_passes == 4, "the meter counted a call after it was closed"
+
+
+def test_take_per_language_keeps_file_order():
+    rows = [{"language": language, "prompt": str(index)} for index, language in enumerate("aabbbab")]
+    kept = bench.take_per_language(rows, 2)
+    assert [row["prompt"] for row in kept] == ["0", "1", "2", "3"]
+    assert bench.take_per_language(rows, None) == rows
+
+
+def _run(rpr, capability, kl, seconds, per_language):
+    return {
+        "rpr": rpr,
+        "lpr": rpr,
+        "wpr": 100.0,
+        "capability": capability,
+        "kl_clean": kl,
+        "seconds": seconds,
+        "tokens_generated": 10,
+        "forward_passes": 5,
+        "per_language": {language: {"rpr": value} for language, value in per_language.items()},
+    }
+
+
+def _results(tmp_path):
+    runs = {
+        "base": {0: _run(50.0, 80.0, 0.0, 0.0, {"ko": 40.0, "ja": 60.0}), 1: _run(50.0, 80.0, 0.0, 0.0, {"ko": 40.0, "ja": 60.0})},
+        "tlpo": {0: _run(90.0, 79.0, 0.01, 10.0, {"ko": 85.0, "ja": 95.0}), 1: _run(80.0, 77.0, 0.03, 12.0, {"ko": 75.0, "ja": 85.0})},
+    }
+    data = bench.BenchData(model_dir=tmp_path, train_rows=[{}] * 3, eval_rows=[{}] * 4, probe_rows=[{}] * 5)
+    return bench.summarize(runs, seeds=[0, 1], quick=False, budget=bench.QUICK_BUDGET, data=data, command="tlpo bench")
+
+
+def test_summarize_means_and_drop(tmp_path):
+    results = _results(tmp_path)
+    tlpo = results["methods"]["tlpo"]
+    assert tlpo["rpr"] == pytest.approx(85.0)
+    assert tlpo["rpr_std"] == pytest.approx(math.sqrt(50.0))
+    assert tlpo["capability"] == pytest.approx(78.0)
+    assert tlpo["capability_drop"] == pytest.approx(2.0)
+    assert tlpo["kl_clean"] == pytest.approx(0.02)
+    assert tlpo["seconds"] == pytest.approx(11.0)
+    assert tlpo["rpr_per_language"] == {"ja": pytest.approx(90.0), "ko": pytest.approx(80.0)}
+    assert set(tlpo["per_seed"]) == {"0", "1"}
+    json.dumps(results)  # results.json must be serialisable
+
+
+def test_reports_name_every_method(tmp_path):
+    results = _results(tmp_path)
+    table = bench.markdown_table(results)
+    assert "| tlpo | 85.0 ± 7.1 |" in table
+    assert "| base | 50.0 ± 0.0 |" in table
+    assert "| method | ja | ko |" in table
+    path = tmp_path / "results.png"
+    bench.plot_results(results, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_method_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown method.*ppo"):
+        bench.run_bench(tmp_path, methods=["ppo"], model_dir=tmp_path)
+
+
+def test_missing_prompt_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_prompts.jsonl not found"):
+        bench.load_bench_data(tmp_path, bench.QUICK_BUDGET)
