@@ -260,12 +260,25 @@ def _write_atomically(path: Path, content: str) -> None:
 def load_model_and_tokenizer(model_path: str | os.PathLike, *, device: str = "auto", dtype: str = "auto"):
     """Load a causal LM and its tokenizer from a local folder or the Hugging Face cache.
 
-    Raises ``FileNotFoundError`` naming the path when neither has the model.
+    Raises ``FileNotFoundError`` naming the path when the folder does not exist or no
+    model can be loaded from it.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = str(model_path)
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") != 1
+    if looks_like_path and not Path(name).expanduser().exists():
+        raise FileNotFoundError(
+            f"model folder not found: {name}. Pass the folder that save_pretrained wrote, "
+            "or omit --model to use the embedded default model."
+        )
+    folder = Path(name).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{name} contains no config.json, so it is not a saved Hugging Face model; "
+            "pass the folder that save_pretrained wrote."
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -273,9 +286,10 @@ def load_model_and_tokenizer(model_path: str | os.PathLike, *, device: str = "au
         )
     except OSError as error:
         raise FileNotFoundError(
-            f"model not found: {name!r} is not a folder with a saved Hugging Face model, and "
-            f"loading it as a hub name failed ({error.__class__.__name__}). Pass the folder "
-            "that save_pretrained wrote, or omit --model to use the embedded default model."
+            f"cannot load model {name!r}: it is not a folder with a saved Hugging Face "
+            f"model, and loading it as a hub name failed: {str(error).splitlines()[0]} "
+            "Pass the folder that save_pretrained wrote, or omit --model to use the "
+            "embedded default model."
         ) from error
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

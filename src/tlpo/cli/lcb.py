@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     )
     lcb_commands = parser.add_subparsers(dest="lcb_command", metavar="LCB_COMMAND", required=True)
     _register_score(lcb_commands)
+    from tlpo.cli.lcb_generate import register_generation_commands
+
+    register_generation_commands(lcb_commands)
 
 
 def _register_score(lcb_commands) -> None:
