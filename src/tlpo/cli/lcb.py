@@ -183,7 +183,7 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise UserError(f"cannot write {path}: folder {folder} does not exist")
+        raise UserError(f"failed to write {path}: folder {folder} does not exist")
     descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
@@ -231,7 +231,10 @@ def _score_lcb(args, rows) -> tuple[list, dict]:
     except FileNotFoundError as error:
         raise UserError(str(error)) from None
     except ValueError as error:
-        raise UserError(f"cannot load fastText model {model_path}: {error}") from None
+        raise UserError(
+            f"failed to load fastText model {model_path}: {error}. Pass lid.176.bin or "
+            "lid.176.ftz with --lid-model."
+        ) from None
 
     table = metrics.score_lcb(
         rows,
