@@ -338,103 +338,94 @@ def _script_rule_words(text: str, target: _Target, ignore_english: bool) -> list
 # ---------------------------------------------------------------------------------------
 # Word-level language ID
 #
-# Each line's Latin words are labelled target (T) or foreign (F) by a two-state hidden
-# Markov model decoded with Viterbi. A word's evidence for T is
-#     e = log(p_T + eps) - log(p_best_other + eps)
-#         + CONTEXT_WEIGHT * mean over its two word bigrams of the same ratio
-#         + TARGET_PRIOR
-# where the word-level probabilities come from `lingua` (confidence values over the
-# target and the nine Latin-script LCB languages) and the bigram ones from fastText
-# lid.176. Switching state costs SWITCH_COST, so a lone ambiguous word does not flip
-# the label. A foreign run of at least MIN_FOREIGN_RUN words is confusion. The values
-# were tuned on the localisation benchmark in benchmarks/localisation.py (see
-# docs/DETECTION.md for the measurements behind the choice).
+# The Latin words of each line are labelled with a language by a hidden Markov model
+# decoded with Viterbi. The states are the target and the Latin-script languages in
+# WORD_LID_LANGUAGES. A word's log score for state L is
+#     log(p_word(L) + PROBABILITY_FLOOR)
+#     + CONTEXT_WEIGHT * mean over the word's two bigrams of log(p_bigram(L) + PROBABILITY_FLOOR)
+#     + TARGET_PRIOR if L is the target,
+# where p_word comes from `lingua` (confidence values over the states) and p_bigram
+# from fastText lid.176. Changing language costs SWITCH_COST, so one ambiguous word
+# does not flip the label, and a foreign run must be one language throughout. A
+# foreign run of at least MIN_FOREIGN_RUN words is confusion. The values were chosen
+# on benchmarks/localisation.py; docs/DETECTION.md lists the measurements.
 
-# Latin-script languages the word-level model weighs the target against.
+# Latin-script languages that a word can be attributed to besides the target: the
+# seven of the TLPO reference detector (en es de fr id it pt) plus vi and tr from LCB.
 WORD_LID_LANGUAGES = ("en", "es", "de", "fr", "id", "it", "pt", "vi", "tr")
-TARGET_PRIOR = 1.0
+TARGET_PRIOR = 0.5
 CONTEXT_WEIGHT = 0.5
-SWITCH_COST = 3.0
+SWITCH_COST = 2.0
 MIN_FOREIGN_RUN = 2
-# A run's first word is skipped while it is ambiguous (evidence above -0.3) and the
-# next word is more clearly foreign, so that a shared word ("in", "a") before a
-# foreign phrase is not reported as its start.
-AMBIGUOUS_EVIDENCE = 0.3
-_PROBABILITY_FLOOR = 0.01
+PROBABILITY_FLOOR = 0.02
 
 # A Latin word, with inner apostrophes and hyphens ("c'est", "well-known").
 _LATIN_WORD = regex.compile(r"\p{Latin}[\p{Latin}\p{M}]*(?:['’-]\p{Latin}[\p{Latin}\p{M}]*)*")
 
+_CACHE_LIMIT = 200_000
+
 
 class _WordModel:
-    """Word and bigram language probabilities for one Latin-script target, cached."""
+    """Per-language log scores of words and bigrams for one Latin-script target, cached."""
 
     def __init__(self, language: str):
         from tlpo.lid import load_model
 
         self.language = language
+        self.states = (language, *(code for code in WORD_LID_LANGUAGES if code != language))
         self.fasttext = load_model()
-        self.lingua = _lingua_detector(language)
-        self._word_cache: dict[str, float] = {}
-        self._bigram_cache: dict[str, float] = {}
+        self.lingua = _lingua_detector(self.states)
+        self._word_cache: dict[str, tuple[float, ...]] = {}
+        self._bigram_cache: dict[str, tuple[float, ...]] = {}
 
-    def word_evidence(self, word: str) -> float:
-        cached = self._word_cache.get(word)
-        if cached is not None:
-            return cached
-        if self.lingua is not None:
-            detector, codes = self.lingua
-            probabilities = {codes[v.language]: v.value for v in detector.compute_language_confidence_values(word)}
-        else:
-            probabilities = self._fasttext_probabilities(word.lower(), restrict=True)
-        evidence = _log_ratio(probabilities, self.language)
-        if len(self._word_cache) < 200_000:
-            self._word_cache[word] = evidence
-        return evidence
+    def word_scores(self, word: str) -> tuple[float, ...]:
+        scores = self._word_cache.get(word)
+        if scores is None:
+            if self.lingua is not None:
+                detector, codes = self.lingua
+                values = detector.compute_language_confidence_values(word)
+                probabilities = {codes[v.language]: v.value for v in values}
+            else:
+                # lingua does not know the target: fall back to fastText on the word.
+                probabilities = self._fasttext_probabilities(word.lower())
+            scores = self._log_scores(probabilities)
+            if len(self._word_cache) < _CACHE_LIMIT:
+                self._word_cache[word] = scores
+        return scores
 
-    def bigram_evidence(self, bigram: str) -> float:
-        cached = self._bigram_cache.get(bigram)
-        if cached is None:
-            cached = _log_ratio(self._fasttext_probabilities(bigram, restrict=False), self.language)
-            if len(self._bigram_cache) < 200_000:
-                self._bigram_cache[bigram] = cached
-        return cached
+    def bigram_scores(self, bigram: str) -> tuple[float, ...]:
+        scores = self._bigram_cache.get(bigram)
+        if scores is None:
+            scores = self._log_scores(self._fasttext_probabilities(bigram))
+            if len(self._bigram_cache) < _CACHE_LIMIT:
+                self._bigram_cache[bigram] = scores
+        return scores
 
-    def _fasttext_probabilities(self, text: str, restrict: bool) -> dict[str, float]:
-        labels, probabilities = self.fasttext.predict(text, k=-1 if restrict else 5)
-        result = {label[9:]: p for label, p in zip(labels, probabilities)}
-        if restrict:
-            kept = {code: p for code, p in result.items() if code in WORD_LID_LANGUAGES or code == self.language}
-            total = sum(kept.values()) or 1.0
-            result = {code: p / total for code, p in kept.items()}
-        return result
+    def _fasttext_probabilities(self, text: str) -> dict[str, float]:
+        labels, probabilities = self.fasttext.predict(text, k=-1)
+        return {label[9:]: p for label, p in zip(labels, probabilities)}
 
-    def name_language(self, text: str) -> str:
-        """Return the most likely language of a foreign span other than the target."""
-        labels, _ = self.fasttext.predict(text.replace("\n", " ").lower(), k=2)
-        codes = [label[9:] for label in labels]
-        return next((code for code in codes if code != self.language), "unknown")
-
-
-def _log_ratio(probabilities: dict[str, float], language: str) -> float:
-    target = probabilities.get(language, 0.0)
-    other = max((p for code, p in probabilities.items() if code != language), default=0.0)
-    return math.log(target + _PROBABILITY_FLOOR) - math.log(other + _PROBABILITY_FLOOR)
+    def _log_scores(self, probabilities: dict[str, float]) -> tuple[float, ...]:
+        return tuple(math.log(probabilities.get(code, 0.0) + PROBABILITY_FLOOR) for code in self.states)
 
 
 @functools.lru_cache(maxsize=64)
-def _lingua_detector(language: str):
-    """Build a lingua detector for the target plus WORD_LID_LANGUAGES, or None if lingua lacks the target."""
+def _lingua_detector(codes: tuple[str, ...]):
+    """Build a lingua detector over `codes`; None when lingua lacks the first (the target).
+
+    Other codes that lingua lacks are left out. The first call that computes
+    confidences loads the models, about 4 s for ten languages on a laptop-class CPU.
+    """
     from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
-    codes = {}
-    for code in {language, *WORD_LID_LANGUAGES}:
+    languages = {}
+    for code in codes:
         try:
-            codes[Language.from_iso_code_639_1(IsoCode639_1.from_str(code))] = code
+            languages[Language.from_iso_code_639_1(IsoCode639_1.from_str(code))] = code
         except ValueError:
-            if code == language:
+            if code == codes[0]:
                 return None
-    return LanguageDetectorBuilder.from_languages(*codes).build(), codes
+    return LanguageDetectorBuilder.from_languages(*languages).build(), languages
 
 
 @functools.lru_cache(maxsize=64)
@@ -442,29 +433,39 @@ def _word_model(language: str) -> _WordModel:
     return _WordModel(language)
 
 
-def _viterbi_foreign(evidence: list[float]) -> list[bool]:
-    """Decode the two-state HMM: True where a word is foreign."""
-    # scores[state] = best log score of a path ending in that state (0 = target, 1 = foreign)
-    scores = [evidence[0], -evidence[0] - SWITCH_COST / 2]
-    back: list[tuple[int, int]] = []
-    for value in evidence[1:]:
-        stay_target, switch_target = scores[0], scores[1] - SWITCH_COST
-        stay_foreign, switch_foreign = scores[1], scores[0] - SWITCH_COST
-        from_target = 0 if stay_target >= switch_target else 1
-        from_foreign = 1 if stay_foreign >= switch_foreign else 0
-        back.append((from_target, from_foreign))
-        scores = [max(stay_target, switch_target) + value, max(stay_foreign, switch_foreign) - value]
-    state = 0 if scores[0] >= scores[1] else 1
-    states = [state]
-    for from_target, from_foreign in reversed(back):
-        state = from_target if state == 0 else from_foreign
-        states.append(state)
-    states.reverse()
-    return [s == 1 for s in states]
+def _viterbi_languages(rows: list[tuple[float, ...]]) -> list[int]:
+    """Decode the HMM; return each word's state index (0 is the target).
+
+    Paths start in the target for free and in another language at half SWITCH_COST.
+    """
+    states = range(len(rows[0]))
+    scores = [rows[0][k] - (0.0 if k == 0 else SWITCH_COST / 2) for k in states]
+    back: list[list[int]] = []
+    for row in rows[1:]:
+        best = max(states, key=scores.__getitem__)
+        switched = scores[best] - SWITCH_COST
+        pointers = []
+        new_scores = []
+        for k in states:
+            if scores[k] >= switched:
+                pointers.append(k)
+                new_scores.append(scores[k] + row[k])
+            else:
+                pointers.append(best)
+                new_scores.append(switched + row[k])
+        back.append(pointers)
+        scores = new_scores
+    state = max(states, key=scores.__getitem__)
+    path = [state]
+    for pointers in reversed(back):
+        state = pointers[state]
+        path.append(state)
+    path.reverse()
+    return path
 
 
 def _word_lid_words(text: str, target: _Target) -> list[_Word]:
-    # Non-Latin letters are judged by script; Latin words by the HMM below.
+    # Non-Latin letters are judged by script; Latin words by the HMM.
     words = [w for w in _words(text, target) if w.script != "Latin"]
     for word in words:
         _classify_segment(word, text, target, ignore_english=False)
@@ -474,7 +475,7 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
     by_line: dict[int, list[_Word]] = {}
     for match in _LATIN_WORD.finditer(text):
         start, end = match.span()
-        if any(s <= start < e for s, e in exempt):
+        if exempt and any(s <= start < e for s, e in exempt):
             continue
         line = bisect.bisect_right(line_starts, start) - 1
         by_line.setdefault(line, []).append(_Word(start, end, "Latin", line, 1))
@@ -484,63 +485,41 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
     model = _word_model(target.language)
     for line_words in by_line.values():
         tokens = [text[w.start : w.end] for w in line_words]
-        evidence = []
+        rows = []
         for i, token in enumerate(tokens):
+            row = list(model.word_scores(token))
             context = []
             if i + 1 < len(tokens):
-                context.append(model.bigram_evidence(f"{token} {tokens[i + 1]}".lower()))
+                context.append(model.bigram_scores(f"{token} {tokens[i + 1]}".lower()))
             if i > 0:
-                context.append(model.bigram_evidence(f"{tokens[i - 1]} {token}".lower()))
-            value = model.word_evidence(token) + TARGET_PRIOR
-            if context:
-                value += CONTEXT_WEIGHT * sum(context) / len(context)
-            evidence.append(value)
-        foreign = _viterbi_foreign(evidence)
-        _mark_foreign_runs(line_words, foreign, evidence)
+                context.append(model.bigram_scores(f"{tokens[i - 1]} {token}".lower()))
+            for k in range(len(row)):
+                if context:
+                    row[k] += CONTEXT_WEIGHT * sum(c[k] for c in context) / len(context)
+            row[0] += TARGET_PRIOR
+            rows.append(tuple(row))
+        path = _viterbi_languages(rows)
+        _mark_foreign_runs(line_words, path, model.states)
         words.extend(line_words)
-
     words.sort(key=lambda w: w.start)
-    for run in _foreign_runs(words):
-        detected = model.name_language(text[run[0].start : run[-1].end])
-        for word in run:
-            word.detected = detected
     return words
 
 
-def _mark_foreign_runs(line_words: list[_Word], foreign: list[bool], evidence: list[float]) -> None:
+def _mark_foreign_runs(line_words: list[_Word], path: list[int], states: tuple[str, ...]) -> None:
+    """Fail the words of every foreign run of at least MIN_FOREIGN_RUN words."""
     index = 0
     while index < len(line_words):
-        if not foreign[index]:
+        if path[index] == 0:
             index += 1
             continue
         end = index
-        while end < len(line_words) and foreign[end]:
+        while end < len(line_words) and path[end] != 0:
             end += 1
         if end - index >= MIN_FOREIGN_RUN:
-            first = index
-            while first + 1 < end and evidence[first] > -AMBIGUOUS_EVIDENCE and evidence[first + 1] < evidence[first]:
-                first += 1
-            for word in line_words[first:end]:
+            for word, state in zip(line_words[index:end], path[index:end]):
                 word.verdict = "fail"
+                word.detected = states[state]
         index = end
-
-
-def _foreign_runs(words: list[_Word]) -> list[list[_Word]]:
-    """Group failing Latin words into runs that no passing word or line break interrupts."""
-    runs: list[list[_Word]] = []
-    current: list[_Word] = []
-    for word in words:
-        if word.verdict == "fail" and word.script == "Latin":
-            if current and current[-1].line != word.line:
-                runs.append(current)
-                current = []
-            current.append(word)
-        elif word.verdict in ("pass", "fail") and current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return runs
 
 
 # ---------------------------------------------------------------------------------------

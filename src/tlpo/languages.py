@@ -105,6 +105,10 @@ def normalize_language(code: str) -> str:
     """
     if not isinstance(code, str) or not code.strip():
         raise ValueError(_unknown_message(code))
+    # lid.176's own labels come first: some are Wikipedia codes that mean another
+    # language in ISO 639 ("als" is Alemannic there, Tosk Albanian in ISO 639-3).
+    if code.strip() in LID176_CODES:
+        return code.strip()
     language = _parse_tag(code)
     for candidate in (str(language.prefer_macrolanguage().simplify_script()), language.language):
         candidate = _LID_ALIASES.get(candidate, candidate)
