@@ -83,7 +83,8 @@ def test_advantages_sum_properties():
 
 
 def test_exploration_candidates_and_rewards(model, tokenizer):
-    context, response_start = _context(tokenizer, "날씨 어때요?", "안녕하세요 오늘 날씨가 정말 좋네요. 你好")
+    # Two lines, so the test also covers judging from the start of the confusion point's line.
+    context, response_start = _context(tokenizer, "날씨 어때요?", "안녕하세요.\n오늘 날씨가 정말 좋네요. 你好")
     confusion_token = len(context) - 2
     result = explore_candidates(
         model, tokenizer, context, response_start, confusion_token, "ko", k=16, extension_tokens=3, detector_options={}

@@ -12,15 +12,15 @@ Cost per batch of N confusion points: one forward pass of the N left-padded pref
 of N * K rows that reuse the prefixes' key/value cache, then one detector call per
 candidate.
 
-How a candidate is judged: the detector sees the response from its first generated
-token through the candidate's extension, decoded as one id sequence, and the candidate
-fails when a wrong-language span ends after the first character the candidate owns.
-Judging the continuation together with the response so far, rather than the new text
-alone, matters in three cases. A byte-level token may complete a character whose
-leading bytes are in the prefix. A word may start in the prefix and end in the
-candidate ("al" + "one"). Word-level language ID needs the surrounding words. Spans
-that end at or before the candidate's first character are ignored, because they belong
-to text the candidate did not write.
+How a candidate is judged: the detector sees the candidate and its extension decoded
+together with the response before them, from the start of the line that contains the
+confusion point, as one id sequence. The candidate fails when a wrong-language span
+ends after the first character the candidate owns. Judging the new text in context,
+rather than alone, matters in three cases. A byte-level token may complete a character
+whose leading bytes are in the prefix. A word may start in the prefix and end in the
+candidate ("al" + "one"). Word-level language ID labels a word from its whole line.
+Spans that end at or before the candidate's first character are ignored, because they
+belong to text the candidate did not write.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tlpo.alignment import decode_with_spans
+from tlpo.alignment import char_to_token, decode_with_spans
 from tlpo.losses import _accepts_logits_to_keep, _forward_parameters
 
 __all__ = ["ExplorationResult", "advantages", "explore_batch", "explore_candidates"]
@@ -211,49 +211,63 @@ def explore_batch(
             top_ids, top_probs, top_logprobs, generated = _top_k_and_extend(
                 model, prefixes, k=k, extension_tokens=extension_tokens, pad_id=pad_id, stop_ids=stop_ids
             )
-            results.extend(
-                _judge(tokenizer, contexts, response_starts, confusion_tokens, languages, list(chunk),
-                       top_ids, top_probs, top_logprobs, generated, detector_options, detect_batch)
-            )
+
+            texts, boundaries = [], []
+            for row, index in enumerate(chunk):
+                response_prefix = torch.as_tensor(contexts[index])[response_starts[index] : confusion_tokens[index]]
+                point_texts, point_boundaries = _candidate_texts(tokenizer, response_prefix.tolist(), generated[row])
+                texts.extend(point_texts)
+                boundaries.extend(point_boundaries)
+            point_languages = [languages[index] for index in chunk for _ in range(k)]
+            reports = detect_batch(texts, point_languages, **detector_options)
+            # A candidate fails when a wrong-language span reaches past its first character.
+            rewards = torch.tensor(
+                [-1.0 if any(span.end > boundary for span in report.spans) else 1.0
+                 for report, boundary in zip(reports, boundaries)]
+            ).reshape(len(chunk), k)
+
+            for row, index in enumerate(chunk):
+                probs = top_probs[row].cpu()
+                results.append(
+                    ExplorationResult(
+                        update_position=confusion_tokens[index] - 1,
+                        candidate_ids=top_ids[row].cpu(),
+                        probs=probs,
+                        logprobs=top_logprobs[row].cpu(),
+                        rewards=rewards[row],
+                        advantages=advantages(probs, rewards[row]),
+                        continuations=[
+                            text[boundary:]
+                            for text, boundary in zip(texts[row * k : (row + 1) * k], boundaries[row * k : (row + 1) * k])
+                        ],
+                    )
+                )
         return results
     finally:
         model.train(was_training)
 
 
-def _judge(tokenizer, contexts, response_starts, confusion_tokens, languages, indices,
-           top_ids, top_probs, top_logprobs, generated, detector_options, detect_batch) -> list[ExplorationResult]:
-    texts, boundaries, continuations, text_languages = [], [], [], []
-    for row, index in enumerate(indices):
-        response_prefix = torch.as_tensor(contexts[index])[response_starts[index] : confusion_tokens[index]].tolist()
-        for candidate in range(top_ids.shape[1]):
-            new_ids = [token for token in generated[row, candidate].tolist() if token >= 0]
-            text, spans = decode_with_spans(tokenizer, response_prefix + new_ids)
-            boundary = spans[len(response_prefix)][0]
-            texts.append(text)
-            boundaries.append(boundary)
-            continuations.append(text[boundary:])
-            text_languages.append(languages[index])
+def _candidate_texts(tokenizer, response_prefix: list[int], generated: torch.Tensor) -> tuple[list[str], list[int]]:
+    """Decode the text to judge for each candidate of one point, and where the candidate starts in it.
 
-    reports = detect_batch(texts, text_languages, **detector_options)
-    confused = [any(span.end > boundary for span in report.spans) for report, boundary in zip(reports, boundaries)]
+    `generated` is (K, 1 + extension) with -1 after a stop token. The text starts at the
+    line of the response that contains the confusion point: the detector decides each
+    line from that line alone (script-rule phrases and word-level language ID both stop
+    at line breaks), so earlier lines cannot change the spans after the boundary, and
+    skipping them keeps the cost per candidate independent of the response length.
+    """
+    prefix_text, prefix_spans = decode_with_spans(tokenizer, response_prefix)
+    last_newline = prefix_text.rfind("\n")
+    window_start = char_to_token(prefix_spans, last_newline) if last_newline >= 0 else 0
+    window = response_prefix[window_start:]
 
-    k = top_ids.shape[1]
-    results = []
-    for row, index in enumerate(indices):
-        rewards = torch.tensor([-1.0 if flag else 1.0 for flag in confused[row * k : (row + 1) * k]])
-        probs = top_probs[row].cpu()
-        results.append(
-            ExplorationResult(
-                update_position=confusion_tokens[index] - 1,
-                candidate_ids=top_ids[row].cpu(),
-                probs=probs,
-                logprobs=top_logprobs[row].cpu(),
-                rewards=rewards,
-                advantages=advantages(probs, rewards),
-                continuations=continuations[row * k : (row + 1) * k],
-            )
-        )
-    return results
+    texts, boundaries = [], []
+    for row in generated.tolist():
+        new_ids = [token for token in row if token >= 0]
+        text, spans = decode_with_spans(tokenizer, window + new_ids)
+        texts.append(text)
+        boundaries.append(spans[len(window)][0])
+    return texts, boundaries
 
 
 def explore_candidates(
