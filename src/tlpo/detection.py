@@ -235,11 +235,12 @@ def _words(text: str, target: _Target) -> list[_Word]:
 def _classify_segment(word: _Word, text: str, target: _Target, ignore_english: bool) -> None:
     """Set `word.verdict` for a word under the script rules.
 
-    Exempt (never confusion): letters of the target's scripts' neighbours Common and
-    Inherited, mathematical alphanumerics, letter-like symbols, number forms, phonetic
-    letters, short Greek formula symbols, pinyin with tone marks for Chinese targets,
-    unit and code words, and with `ignore_english` every ASCII word. Capitalised Latin
-    words become "name" and are resolved by `_resolve_names`.
+    Exempt (never confusion): letters of script Common or Inherited, mathematical
+    alphanumerics, letter-like symbols, number forms, phonetic letters, Greek words of
+    at most two letters (formula symbols), pinyin with tone marks for Chinese targets,
+    field labels ("context:" first on its line), unit and code words, one-letter Latin
+    words, and with `ignore_english` every ASCII word. Capitalised and camel-case Latin
+    words become "name", and `_resolve_names` decides them.
     """
     if word.script in target.scripts:
         word.verdict = "pass"
@@ -256,6 +257,10 @@ def _classify_segment(word: _Word, text: str, target: _Target, ignore_english: b
             word.verdict = "exempt"
         elif target.language in ("zh", "yue", "wuu") and _PINYIN.fullmatch(piece):
             word.verdict = "exempt"
+        elif _is_field_label(text, word):
+            word.verdict = "exempt"
+            word.detected = "label"
+            return
         elif folded.lower() in UNIT_AND_CODE_WORDS or len(folded) == 1:
             # One Latin letter on its own is a variable, label or grade ("x", "d払い").
             word.verdict = "exempt"
@@ -275,7 +280,13 @@ def _classify_segment(word: _Word, text: str, target: _Target, ignore_english: b
 
 # Text that may separate the words of one foreign phrase: no letters, no line break, and
 # short, so "a 3-page article" and "Hello, world" stay one phrase.
-_PHRASE_GAP = regex.compile(r"[^\p{L}\p{M}\n\r\u2028\u2029]{0,12}")
+_PHRASE_GAP = regex.compile(r"[^\p{L}\p{M}\n\r\u2028\u2029()（）]{0,12}")
+
+# A Latin run of at most this many words, alone inside parentheses, is a gloss of the
+# word before it ("상아탑(tour d'ivoire)", "꼬리표(label)") and never confusion.
+_MAX_GLOSS_WORDS = 4
+_OPENING_PARENTHESIS = regex.compile(r"[(（]\s*$")
+_CLOSING_PARENTHESIS = regex.compile(r"\s*[)）]")
 
 # A run of this many capitalised Latin words is a title or sentence, not a name.
 _MIN_CAPITALISED_PHRASE_WORDS = 4
@@ -285,10 +296,11 @@ def _resolve_names(words: list[_Word], text: str, ignore_english: bool) -> None:
     """Decide capitalised Latin words: a name alone, part of a foreign phrase otherwise.
 
     A capitalised word is exempt as a name unless it sits in a run of Latin words that
-    also holds a lower-case word that failed ("The weather is nice") or is itself at
-    least four capitalised words long ("What Is Statistical Learning"). Then the whole
-    run is foreign text and fails from its first word on, including unit, code and
-    one-letter words in it, but not ASCII words under `ignore_english`.
+    also holds a lower-case word that failed ("The weather is nice") or at least four
+    title-case words ("What Is Statistical Learning"). Then the whole run is foreign
+    text and fails from its first word on, including unit, code and one-letter words
+    in it, but not ASCII words under `ignore_english`. A short run alone in
+    parentheses is a gloss and exempt as a whole.
     """
     index = 0
     while index < len(words):
@@ -304,13 +316,20 @@ def _resolve_names(words: list[_Word], text: str, ignore_english: bool) -> None:
         ):
             run_end += 1
         run = words[index:run_end]
-        names = sum(w.verdict == "name" for w in run)
-        has_failure = any(w.verdict == "fail" for w in run) or names >= _MIN_CAPITALISED_PHRASE_WORDS
+        if _is_gloss(text, run):
+            for word in run:
+                word.verdict = "exempt"
+            index = run_end
+            continue
+        # Title-case words only: acronym runs ("YTN NEWS FM") are names.
+        title_words = sum(w.verdict == "name" and not text[w.start : w.end].isupper() for w in run)
+        has_failure = any(w.verdict == "fail" for w in run) or title_words >= _MIN_CAPITALISED_PHRASE_WORDS
         for word in run:
             if word.verdict == "name":
                 word.verdict = "fail" if has_failure else "exempt"
             elif (
                 word.verdict == "exempt"
+                and word.detected != "label"
                 and has_failure
                 and len(run) > 1
                 and not ignore_english
@@ -320,6 +339,22 @@ def _resolve_names(words: list[_Word], text: str, ignore_english: bool) -> None:
                 word.verdict = "fail"
                 word.detected = "Latin"
         index = run_end
+
+
+def _is_gloss(text: str, run: list[_Word]) -> bool:
+    if len(run) > _MAX_GLOSS_WORDS:
+        return False
+    before = text[max(0, run[0].start - 8) : run[0].start]
+    return bool(_OPENING_PARENTHESIS.search(before)) and bool(_CLOSING_PARENTHESIS.match(text, run[-1].end))
+
+
+def _is_field_label(text: str, word: _Word) -> bool:
+    """Return whether a word is a field label: first on its line and followed by a colon
+    ("context: ...", "input: ..."), as prompt templates and structured text write them."""
+    if text[word.end : word.end + 1] not in (":", "："):
+        return False
+    line_start = max(text.rfind("\n", 0, word.start), text.rfind("\r", 0, word.start)) + 1
+    return not text[line_start : word.start].strip()
 
 
 def _is_plain_word(text: str, word: _Word) -> bool:
