@@ -250,9 +250,9 @@ class TLPOTrainer(Trainer):
         try:
             with context:
                 for start in range(0, len(prefixes), chunk):
-                    prefixes = prefixes[start : start + chunk]
-                    input_ids, attention_mask = _pad_right(prefixes, self._pad_id)
-                    positions = torch.tensor([len(prefix) - 1 for prefix in prefixes])
+                    part = prefixes[start : start + chunk]
+                    input_ids, attention_mask = _pad_right(part, self._pad_id)
+                    positions = torch.tensor([len(prefix) - 1 for prefix in part])
                     logp = candidate_logprobs(
                         model,
                         input_ids.to(device),
