@@ -83,11 +83,19 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_rows(path: Path) -> list[dict]:
+    """Read a prompt JSONL file, with each row's language normalised (so "ko-KR" counts as "ko")."""
+    from tlpo.data import PromptDataError, read_prompts_jsonl
+
     if not path.is_file():
         raise UserError(f"{path} not found; --model-dir must hold eval_prompts.jsonl, probe.jsonl and train_prompts.jsonl")
+    try:
+        validated = read_prompts_jsonl(path)
+    except PromptDataError as error:
+        raise UserError(str(error)) from None
     with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        raw = [json.loads(line) for line in handle if line.strip()]
+    return [{**row, "prompt": checked.messages, "language": checked.language} for row, checked in zip(raw, validated)]
 
 
 def measure(model, tokenizer, eval_rows, probe_rows, *, samples: int, seed: int, max_new_tokens: int) -> dict:
@@ -212,9 +220,9 @@ def run(args: argparse.Namespace) -> int:
     model_dir = args.model_dir if args.model_dir is not None else default_model_dir()
     if not Path(model_dir).is_dir():
         raise UserError(f"model folder not found: {model_dir}")
-    eval_rows = _read_jsonl(Path(model_dir) / "eval_prompts.jsonl")
-    probe_rows = _read_jsonl(Path(model_dir) / "probe.jsonl")
-    train_rows = _read_jsonl(Path(model_dir) / "train_prompts.jsonl")
+    eval_rows = _read_rows(Path(model_dir) / "eval_prompts.jsonl")
+    probe_rows = _read_rows(Path(model_dir) / "probe.jsonl")
+    train_rows = _read_rows(Path(model_dir) / "train_prompts.jsonl")
     model, tokenizer = load_organism(model_dir)
     config = demo_config(output_dir / "checkpoints", max_steps=args.max_steps, seed=args.seed)
     measure_options = dict(samples=args.eval_samples, seed=args.seed, max_new_tokens=config.max_new_tokens)
