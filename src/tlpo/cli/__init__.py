@@ -15,7 +15,7 @@ import sys
 from tlpo import __version__
 
 # Modules of this package that define subcommands, in the order `tlpo --help` lists them.
-COMMAND_MODULES = ["demo", "lcb", "detect", "baseline", "train", "bench", "organism"]
+COMMAND_MODULES = ["demo", "lcb", "detect", "baseline", "train", "bench", "organism", "eval"]
 
 
 class UserError(Exception):
