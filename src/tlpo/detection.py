@@ -382,7 +382,8 @@ def _script_rule_words(text: str, target: _Target, ignore_english: bool) -> list
 # where p_word comes from `lingua` (confidence values over the states) and p_bigram
 # from fastText lid.176. Changing language costs SWITCH_COST, so one ambiguous word
 # does not flip the label, and a foreign run must be one language throughout. A
-# foreign run of at least MIN_FOREIGN_RUN words is confusion. The values were chosen
+# foreign run of at least MIN_FOREIGN_RUN words is confusion, extended backwards as
+# `_mark_foreign_runs` describes. The values were chosen
 # on benchmarks/localisation.py; docs/DETECTION.md lists the measurements.
 
 # Latin-script languages that a word can be attributed to besides the target: the
@@ -393,6 +394,7 @@ CONTEXT_WEIGHT = 0.5
 SWITCH_COST = 2.0
 MIN_FOREIGN_RUN = 2
 PROBABILITY_FLOOR = 0.02
+BACKWARD_MARGIN = 0.5
 
 # A Latin word, with inner apostrophes and hyphens ("c'est", "well-known").
 _LATIN_WORD = regex.compile(r"\p{Latin}[\p{Latin}\p{M}]*(?:['’-]\p{Latin}[\p{Latin}\p{M}]*)*")
@@ -521,8 +523,9 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
     for line_words in by_line.values():
         tokens = [text[w.start : w.end] for w in line_words]
         rows = []
+        word_rows = [model.word_scores(token) for token in tokens]
         for i, token in enumerate(tokens):
-            row = list(model.word_scores(token))
+            row = list(word_rows[i])
             context = []
             if i + 1 < len(tokens):
                 context.append(model.bigram_scores(f"{token} {tokens[i + 1]}".lower()))
@@ -534,14 +537,22 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
             row[0] += TARGET_PRIOR
             rows.append(tuple(row))
         path = _viterbi_languages(rows)
-        _mark_foreign_runs(line_words, path, model.states)
+        _mark_foreign_runs(line_words, path, model.states, word_rows)
         words.extend(line_words)
     words.sort(key=lambda w: w.start)
     return words
 
 
-def _mark_foreign_runs(line_words: list[_Word], path: list[int], states: tuple[str, ...]) -> None:
-    """Fail the words of every foreign run of at least MIN_FOREIGN_RUN words."""
+def _mark_foreign_runs(
+    line_words: list[_Word], path: list[int], states: tuple[str, ...], word_rows: list[tuple[float, ...]]
+) -> None:
+    """Fail the words of every foreign run of at least MIN_FOREIGN_RUN words.
+
+    A run is first extended backwards over words that on their own favour the run's
+    language over the target by at least BACKWARD_MARGIN (nats): the switch cost makes
+    Viterbi start a run late when its first words are only mildly foreign
+    ("Generate a 200-word story" inside German).
+    """
     index = 0
     while index < len(line_words):
         if path[index] == 0:
@@ -551,7 +562,12 @@ def _mark_foreign_runs(line_words: list[_Word], path: list[int], states: tuple[s
         while end < len(line_words) and path[end] != 0:
             end += 1
         if end - index >= MIN_FOREIGN_RUN:
-            for word, state in zip(line_words[index:end], path[index:end]):
+            language = path[index]
+            start = index
+            while start > 0 and path[start - 1] == 0 and word_rows[start - 1][language] - word_rows[start - 1][0] >= BACKWARD_MARGIN:
+                start -= 1
+                path[start] = language
+            for word, state in zip(line_words[start:end], path[start:end]):
                 word.verdict = "fail"
                 word.detected = states[state]
         index = end
