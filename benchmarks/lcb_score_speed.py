@@ -42,7 +42,7 @@ def time_run(command: list[str], env: dict | None = None) -> tuple[float, float,
     """Run `command`; return its wall time, its CPU time (user + system) and the result.
 
     On a busy machine, CPU time is the steadier number: in runs on 2 shared cores it
-    stayed within about 10% of the idle-machine wall time of this single-threaded command.
+    stayed within about 15% of the idle-machine wall time of this single-threaded command.
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
