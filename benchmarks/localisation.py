@@ -14,12 +14,14 @@ Cyrillic into ar, Arabic into ru, Han into hi).
 
 Detector options: the English splices into own-script targets run with
 `ignore_english=False`, because the default `ignore_english=True` skips every ASCII
-word and so could never find them; their false-flag column is measured with the same
+word and so could never find them. Their false-flag column is measured with the same
 option. All other rows use the defaults (`method="auto"`, `ignore_english=True`).
 
 Run from the repository root:
 
-    python benchmarks/localisation.py --lcb-dir ../lcb --per-language 100
+    python benchmarks/localisation.py --per-language 100
+
+`--lcb-dir` points at the LCB release (default: `shared/lcb` beside the checkout).
 
 It prints a table (Markdown with `--markdown`) and exits with status 1 when a row
 misses its floor: >= 95% hits and <= 2% false flags for own-script targets,
@@ -212,7 +214,7 @@ def format_table(results: list[dict], markdown: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lcb-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "lcb",
-                        help="folder of the LCB release (holds test_sets/monolingual)")
+                        help="folder of the LCB release, which contains test_sets/monolingual")
     parser.add_argument("--per-language", type=int, default=100,
                         help="prompts per (target, source) row (default 100; each LCB language has 100-300)")
     parser.add_argument("--seed", type=int, default=0, help="seed for prompt order, segments and splice points")

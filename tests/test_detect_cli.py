@@ -70,10 +70,12 @@ def test_jsonl_file_with_html(capsys, tmp_path):
 
     html = page.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>")
-    assert "&lt;" in html and "&amp;" in html  # the text is escaped
+    assert "&lt;" in html  # the text is escaped
+    assert "&amp;" in html
     assert 'title="detected: Han"' in html
     assert ">中文<sub>Han</sub></mark>" in html
-    assert "<script" not in html and "http" not in html  # self-contained
+    assert "<script" not in html  # self-contained
+    assert "http" not in html
     assert not list(tmp_path.glob(".spans.html.*"))  # no temporary file left behind
 
 

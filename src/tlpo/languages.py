@@ -1,6 +1,6 @@
 """Language codes and the scripts each language is written in.
 
-Every language the fastText language-ID model `lid.176` knows is supported. Codes go
+Every language that the fastText language-ID model `lid.176` has a label for is supported. Codes go
 through `langcodes` (BCP-47 / ISO 639), so `ko`, `kor`, `ko-KR`, `ko_KR` and `Korean`
 all become `ko`. The canonical code is the one `lid.176` uses as its label, which is
 the ISO 639-1 code where one exists (`zh`, `pt`, `he`, `tl`).

@@ -1,7 +1,7 @@
 """HTML views of confusion reports.
 
 `render_spans_html(report)` returns an HTML fragment of one text with each
-wrong-language span marked in a colour that depends on what it was detected as;
+wrong-language span marked in a colour that depends on what it was detected as.
 `render_detection_page(reports)` wraps fragments into a self-contained page (inline CSS,
 no scripts, no external resources). All text is HTML-escaped.
 """
@@ -43,7 +43,7 @@ def render_spans_html(report: ConfusionReport) -> str:
     """Return the report's text as an HTML fragment with each wrong-language span marked.
 
     Each span becomes `<mark class="tlpo-span" title="detected: LABEL">` with a
-    background colour per label and the label as a subscript; the span at the first
+    background colour per label and the label as a subscript. The span at the first
     confusion point also gets the class `tlpo-first`. Whitespace is kept when the
     fragment sits in an element styled `white-space: pre-wrap` (as `.tlpo-text` is).
     """
