@@ -1,17 +1,55 @@
 import subprocess
 import sys
 
-from tlpo.cli import main
+import pytest
+
+from tlpo.cli import COMMANDS, build_parser, main
 
 
-def test_help_lists_subcommands(capsys):
-    try:
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_:
         main(["--help"])
-    except SystemExit as exit_:
-        assert exit_.code == 0
+    assert exit_.value.code == 0
     output = capsys.readouterr().out
-    assert "lcb" in output
-    assert "detect" in output
+    for name in COMMANDS:
+        assert name in output
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_subcommand_help_exits_zero(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    assert f"tlpo {name}" in capsys.readouterr().out
+
+
+def test_full_parser_registers_every_module():
+    parser = build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    assert set(choices) == set(COMMANDS)
+
+
+def test_unknown_subcommand_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["no-such-command"])
+    assert exit_.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_lcb_score_imports_no_torch():
+    # Scoring must start fast, so the `lcb` command may not pull in torch or transformers.
+    code = (
+        "import sys\n"
+        "from tlpo.cli import main\n"
+        "try:\n"
+        "    main(['lcb', 'score', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_module_entry_point_runs():

@@ -14,15 +14,30 @@ import sys
 
 from tlpo import __version__
 
-# Modules of this package that define subcommands, in the order `tlpo --help` lists them.
-COMMAND_MODULES = ["demo", "lcb", "detect", "baseline", "train", "bench", "organism", "eval"]
+# Subcommands in the order `tlpo --help` lists them, each with its module in this package
+# and its one-line help. Only the module of the command being run is imported, because
+# some of them pull in transformers, TRL and PEFT, which take seconds to import.
+COMMANDS = {
+    "demo": "train the embedded default model with TLPO and show confusion and skill before and after",
+    "lcb": "score completions on the Language Confusion Benchmark",
+    "detect": "find where texts stop being in their target language",
+    "train": "fine-tune a model with TLPO on prompts tagged with their target language",
+    "baseline": "train an SFT, DPO, ORPO or GRPO baseline on the same prompts as `tlpo train`",
+    "bench": "compare TLPO with SFT, DPO, ORPO and GRPO on the embedded default model",
+    "eval": "measure language consistency and capability, before and after fine-tuning",
+    "organism": "build or evaluate the embedded default model",
+}
 
 
 class UserError(Exception):
     """An error caused by the user's input; the CLI prints it without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser with `command` fully registered and the others as help-only stubs.
+
+    With `command=None` every subcommand module is imported and registered.
+    """
     parser = argparse.ArgumentParser(
         prog="tlpo",
         description="Measure and fix language confusion in multilingual LLMs with "
@@ -31,14 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tlpo {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"tlpo.cli.{name}")
-        module.register(subparsers)
+    for name, help_text in COMMANDS.items():
+        if command is None or name == command:
+            importlib.import_module(f"tlpo.cli.{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+def _requested_command(argv: list[str]) -> str | None:
+    """Return the subcommand named in `argv`, or None when there is none to import."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    # With no known command (`tlpo --help`, a typo) the stubs give the listing and the
+    # error without importing any command module.
+    parser = build_parser(_requested_command(argv) or "")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
