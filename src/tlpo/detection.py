@@ -208,14 +208,29 @@ def _split_by_script(text: str, start: int, end: int) -> list[tuple[int, int, st
     return runs
 
 
+class _ExemptRegions:
+    """The URLs, e-mail addresses and markup tags of a text, for fast position lookups."""
+
+    def __init__(self, text: str):
+        self.spans: list[tuple[int, int]] = []
+        if "@" in text or "/" in text or "www." in text or "<" in text:
+            self.spans = [m.span() for m in _EXEMPT_REGION.finditer(text)]
+        self.starts = [start for start, _ in self.spans]
+
+    def contains(self, position: int) -> bool:
+        # The regions come from one finditer, so they are sorted and do not overlap.
+        index = bisect.bisect_right(self.starts, position) - 1
+        return index >= 0 and position < self.spans[index][1]
+
+
 def _words(text: str, target: _Target) -> list[_Word]:
     """Segment text into words of one script each, skipping URLs and e-mail addresses."""
-    exempt = [(m.start(), m.end()) for m in _EXEMPT_REGION.finditer(text)] if ("@" in text or "/" in text or "www." in text or "<" in text) else []
+    exempt = _ExemptRegions(text)
     line_starts = _line_starts(text)
     words: list[_Word] = []
     for match in _LETTER_RUN.finditer(text):
         start, end = match.span()
-        if exempt and any(s <= start < e for s, e in exempt):
+        if exempt.contains(start):
             continue
         line = bisect.bisect_right(line_starts, start) - 1
         if target.own_run.fullmatch(text, start, end):
@@ -508,12 +523,12 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
     for word in words:
         _classify_segment(word, text, target, ignore_english=False)
 
-    exempt = [(m.start(), m.end()) for m in _EXEMPT_REGION.finditer(text)]
+    exempt = _ExemptRegions(text)
     line_starts = _line_starts(text)
     by_line: dict[int, list[_Word]] = {}
     for match in _LATIN_WORD.finditer(text):
         start, end = match.span()
-        if exempt and any(s <= start < e for s, e in exempt):
+        if exempt.contains(start):
             continue
         line = bisect.bisect_right(line_starts, start) - 1
         by_line.setdefault(line, []).append(_Word(start, end, "Latin", line, 1))
