@@ -352,3 +352,15 @@ def test_cli_missing_model_exit_code(test_sets, tmp_path, capsys):
     code = main(["lcb", "generate", "--model", str(missing), "--test-sets", str(test_sets), "--out", str(tmp_path / "o.csv")])
     assert code == 2
     assert f"model folder not found: {missing}" in capsys.readouterr().err
+
+
+def test_plan_batches_token_budget():
+    from tlpo.lcb_generation import plan_batches
+
+    lengths = [10, 300, 20, 300, 30, 40]
+    prompt_ids = [[0] * n for n in lengths]
+    assert plan_batches(prompt_ids, 4) == [[1, 3, 5, 4], [2, 0]]
+    # Width 300 + 100 new tokens: two prompts fill the 800-token budget.
+    assert plan_batches(prompt_ids, 4, max_new_tokens=100, max_batch_tokens=800) == [[1, 3], [5, 4, 2, 0]]
+    # A prompt longer than the budget still gets a batch of its own.
+    assert plan_batches(prompt_ids, 4, max_new_tokens=100, max_batch_tokens=100) == [[1], [3], [5], [4], [2], [0]]

@@ -39,6 +39,11 @@ OUTPUT_COLUMNS = ("id", "model", "completion", "task", "source", "language")
 # 100 new tokens per prompt.
 DEFAULT_MAX_NEW_TOKENS = 100
 BACKENDS = ("transformers", "vllm")
+# Padded tokens per batch (prompts x (longest prompt + new tokens)). Batches of long
+# prompts get fewer prompts, so that a few very long ones (the cross-lingual
+# complex_prompts reach about 11 K tokens with a small BPE vocabulary) do not multiply
+# the attention memory by the batch size.
+DEFAULT_MAX_BATCH_TOKENS = 32768
 
 
 @dataclass(frozen=True)
@@ -367,14 +372,48 @@ class VLLMGenerator:
 # --------------------------------------------------------------------------- generation
 
 
-def plan_batches(prompt_ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+def plan_batches(
+    prompt_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    *,
+    max_new_tokens: int = 0,
+    max_batch_tokens: int | None = None,
+) -> list[list[int]]:
     """Cut prompt indices into batches of similar length, longest first.
 
-    The order depends only on the prompts, so every run of one command forms the same
-    batches; longest first makes an out-of-memory error show in the first batch.
+    A batch holds at most `batch_size` prompts and, when `max_batch_tokens` is set, at
+    most that many padded tokens (prompts x (longest prompt + `max_new_tokens`)), but
+    always at least one prompt. The batches depend only on the prompts and these
+    settings, so every run of one command forms the same batches. Longest first makes
+    an out-of-memory error show in the first batch.
     """
     order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for index in order:
+        if batches:
+            batch = batches[-1]
+            # The first prompt of a batch is its longest, so it sets the padded width.
+            width = len(prompt_ids[batch[0]]) + max_new_tokens
+            fits = max_batch_tokens is None or (len(batch) + 1) * width <= max_batch_tokens
+            if len(batch) < batch_size and fits:
+                batch.append(index)
+                continue
+        batches.append([index])
+    return batches
+
+
+def _warn_about_long_prompts(tokenizer, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or limit > 10**8:
+        return  # the tokenizer states no limit
+    too_long = sum(1 for ids in prompt_ids if len(ids) + max_new_tokens > limit)
+    if too_long:
+        # NOTE: prompts are not truncated, because LCB feeds every prompt whole; a model
+        # with learned position embeddings fails on them, a RoPE model degrades.
+        logger.warning(
+            "%d of %d prompts plus %d new tokens exceed the tokenizer's model_max_length %d",
+            too_long, len(prompt_ids), max_new_tokens, limit,
+        )
 
 
 def generate_lcb_completions(
@@ -386,13 +425,15 @@ def generate_lcb_completions(
     model_name: str,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 16,
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     max_batches: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Generate the completions missing from ``out_path`` and append them batch by batch.
 
     ``generate_batch(batch_ids, max_new_tokens)`` returns the decoded new text of each
-    prompt. ``max_batches`` stops after that many generated batches, leaving the file
+    prompt. Batches are formed by :func:`plan_batches` from `batch_size` and
+    `max_batch_tokens`. ``max_batches`` stops after that many generated batches, leaving the file
     as an interrupted run would. Returns counts: ``total``, ``reused`` (rows already in
     the file), ``generated`` and ``complete`` (whether every row is now written, in
     which case the file has been rewritten in test-set order).
@@ -417,7 +458,8 @@ def generate_lcb_completions(
     reused = sum(1 for key in keys if key in completed)
 
     prompt_ids = encode_chat_prompts(tokenizer, [prompt.prompt for prompt in prompts])
-    batches = plan_batches(prompt_ids, batch_size)
+    _warn_about_long_prompts(tokenizer, prompt_ids, max_new_tokens)
+    batches = plan_batches(prompt_ids, batch_size, max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens)
     pending = [batch for batch in batches if any(keys[i] not in completed for i in batch)]
 
     generated = 0
@@ -469,6 +511,7 @@ def run_generation(
     model_name: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 16,
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     device: str = "auto",
     dtype: str = "auto",
     max_batches: int | None = None,
@@ -502,6 +545,7 @@ def run_generation(
         model_name=name,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
         max_batches=max_batches,
         progress=progress,
     )

@@ -68,7 +68,7 @@ def register_generation_commands(lcb_commands) -> None:
 
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     """Add the options of `tlpo lcb generate` to `parser`."""
-    from tlpo.lcb_generation import BACKENDS, DEFAULT_MAX_NEW_TOKENS, TASKS
+    from tlpo.lcb_generation import BACKENDS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS, TASKS
 
     parser.add_argument(
         "--model",
@@ -109,6 +109,13 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
         help=f"maximum new tokens per completion (default: {DEFAULT_MAX_NEW_TOKENS}, as in the LCB release)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call (default: 16)")
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=DEFAULT_MAX_BATCH_TOKENS,
+        help="maximum padded tokens per generate call, prompts x (longest prompt + new "
+        f"tokens); long prompts get smaller batches (default: {DEFAULT_MAX_BATCH_TOKENS})",
+    )
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -163,6 +170,7 @@ def run_generate(args: argparse.Namespace) -> dict:
             model_name=args.model_name,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens,
             device=args.device,
             dtype=args.dtype,
             progress=not args.no_progress,
