@@ -101,14 +101,14 @@ def test_lora_reference_is_base_model(model_dir, tmp_path):
 
     assert trainer.ref_model is None
     policy = trainer.model
-    # Every module the trainer holds shares the policy's weights: no second copy.
-    held = {
+    # Every module the trainer references shares the policy's weights: no second copy.
+    trainer_weights = {
         parameter.data_ptr()
         for value in vars(trainer).values()
         if isinstance(value, torch.nn.Module)
         for parameter in value.parameters()
     }
-    assert held == {parameter.data_ptr() for parameter in policy.parameters()}
+    assert trainer_weights == {parameter.data_ptr() for parameter in policy.parameters()}
 
     base, _ = load_tiny_model(model_dir)
     point = trainer.queue[-1]

@@ -2,7 +2,7 @@
 
 Run as a script (`python tests/test_trainer_distributed.py MODEL_DIR OUTPUT_DIR
 PER_DEVICE_BATCH`), this file trains the tiny model for two steps and saves the weights
-and the logged metrics; the test launches it once with one process and a batch of 4
+and the logged metrics. The test launches it once with one process and a batch of 4
 prompts, and once with two processes and 2 prompts each.
 """
 

@@ -1,9 +1,9 @@
 """A tiny chat model and prompts for the trainer tests, plus tests of the rollout sampler.
 
-`build_tiny_model` trains a byte-level BPE tokenizer on a few multilingual lines (so
-Hangul, kana and Han characters are split over several byte tokens) and builds a random
-2-layer Llama; both are made in about a second and saved, so every test and every
-`accelerate launch` process loads the same weights from disk.
+`build_tiny_model` trains a byte-level BPE tokenizer on a few multilingual lines, so
+Hangul, kana and Han characters are split over several byte tokens. It builds a random
+2-layer Llama in about a second and saves both, so every test and every `accelerate
+launch` process loads the same weights from disk.
 """
 
 from __future__ import annotations

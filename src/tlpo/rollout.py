@@ -97,8 +97,8 @@ def sample_responses(
     eos_ids = end_of_sequence_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     device = next(model.parameters()).device
-    # Values left None here would be filled from the model's own generation config; the
-    # neutral ones below keep repetition penalties and similar processors out of sampling.
+    # generate() fills every value left None from the model's own generation config.
+    # The neutral values below keep repetition penalties and similar processors out.
     generation_config = GenerationConfig(
         do_sample=False,
         max_new_tokens=max_new_tokens,

@@ -5,11 +5,11 @@ One optimizer step, on each process:
 1. Roll out: sample `num_generations` responses for each prompt of the step's batch
    (`tlpo.rollout`), keeping the exact prompt + response token ids.
 2. Mine: run the confusion detector on each decoded response. For a confused response,
-   map the first wrong-language character to the token `c` that contains it
-   (`tlpo.alignment`, from the generated ids), explore the policy's top-K next tokens at
-   the update position `c - 1` (`tlpo.exploration`), reward each with the detector and
-   turn the rewards into advantages. The sampling policy's and the reference model's
-   log-probabilities of the K candidates are recorded with the point, which is queued.
+   map the first wrong-language character to the token `c` that contains it, working
+   from the generated ids (`tlpo.alignment`). Explore the policy's top-K next tokens at
+   the update position `c - 1` and reward each with the detector (`tlpo.exploration`).
+   The point is queued with the candidates' advantages and their log-probabilities
+   under the sampling policy and the reference model.
 3. Update: take up to `items_per_step` (position, candidate) items from the front of the
    queue and minimise the clipped surrogate plus k3 KL at those positions only
    (`tlpo.losses`), with one forward pass per prefix for all K candidates.

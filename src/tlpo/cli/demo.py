@@ -1,10 +1,10 @@
 """`tlpo demo`: TLPO end to end on the embedded default model, in minutes on a CPU.
 
-The job: build (or load) the embedded default model, measure its language confusion on
-held-out prompts (RPR/LPR/WPR per language, sampled at temperature 0.7) and its
-translation skill on the probe set (chrF of line 1, greedy), train it with TLPO, measure
-both again, print a before/after table, and write `results.json`, `demo.png` and the
-trained model into the output folder.
+The job builds (or loads) the embedded default model and measures two things on
+held-out prompts: language confusion (RPR/LPR/WPR per language, sampled at temperature
+0.7) and translation skill on the probe set (chrF of line 1, greedy). It then trains the
+model with TLPO, measures both again, prints a before/after table, and writes
+`results.json`, `demo.png` and the trained model into the output folder.
 
 The hyper-parameters differ from the reference ones (`TLPOConfig` defaults), which are
 tuned for 8B models trained for hours: `DEMO_SETTINGS` lists and explains each change.
@@ -39,10 +39,10 @@ DEMO_SETTINGS = {
     # Rollouts at the temperature the model is evaluated at, so the confusion it is
     # trained away from is the confusion that is measured.
     "temperature": 0.7,
-    # Answers are three numbered lines of at most 40 characters each.
+    # The model's responses are three numbered lines of at most 40 characters each.
     "max_new_tokens": 64,
-    # 8 prompts x 8 responses per step; all mined points train in the step that mined
-    # them (on-policy), so items_per_step is set above what a step can mine.
+    # 8 prompts x 8 responses per step. items_per_step is above what a step can mine, so
+    # every mined point trains in the step that mined it (on-policy).
     "per_device_train_batch_size": 8,
     "items_per_step": 8 * 8 * 16,
     "rollout_batch_size": 64,

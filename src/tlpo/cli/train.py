@@ -39,17 +39,16 @@ def config_flags_parser() -> argparse.ArgumentParser:
     return config_parser
 
 
-def build_config(args: argparse.Namespace, **fixed):
-    """Return the `TLPOConfig` from the defaults, `args.config` (YAML), `fixed` and the flags.
+def build_config(args: argparse.Namespace):
+    """Return the `TLPOConfig` from the defaults, `args.config` (YAML) and the flags, in rising priority.
 
-    `fixed` holds values the command sets itself, below the YAML file and the flags in
-    priority. Raises `UserError` for an unreadable YAML file, unknown keys or invalid values.
+    Raises `UserError` for an unreadable YAML file, unknown keys or invalid values.
     """
     import yaml
 
     from tlpo.config import TLPOConfig
 
-    values = dict(fixed)
+    values = {}
     if getattr(args, "config", None):
         path = Path(args.config)
         if not path.is_file():
