@@ -1,9 +1,9 @@
 """Time the TLPO update phase: one forward pass per prefix against one per candidate.
 
-The update phase of a TLPO step takes a mined batch (confusion points, each with K
-explored candidates and their advantages) and computes the policy's and the reference
-model's log-probabilities of the candidates at the update positions, the loss, and its
-gradient. Both ways below compute the same loss and gradients, on identical batches:
+The update phase of a TLPO step takes a mined batch: confusion points, each with K
+explored candidates and their advantages. It computes the policy's and the reference
+model's log-probabilities of the candidates at the update positions, then the loss and
+its gradient. Both ways below compute the same loss and gradients, on identical batches:
 
 - one prefix: `tlpo.losses.candidate_logprobs`, one forward pass of the right-padded
   prefixes per model, with logits only at the update positions.
@@ -43,8 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=16, help="candidates per confusion point (default 16)")
     parser.add_argument("--num-points", type=int, default=2, help="confusion points in the mined batch (default 2)")
-    parser.add_argument("--min-prompt-tokens", type=int, default=30, help="shortest prompt in tokens (default 30)")
-    parser.add_argument("--max-prompt-tokens", type=int, default=150, help="longest prompt in tokens (default 150)")
+    parser.add_argument("--min-prompt-tokens", type=int, default=30, help="minimum prompt length in tokens (default 30)")
+    parser.add_argument("--max-prompt-tokens", type=int, default=150, help="maximum prompt length in tokens (default 150)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="rollout length limit in tokens (default 512)")
     parser.add_argument("--hidden-size", type=int, default=192, help="model width (default 192)")
     parser.add_argument("--num-layers", type=int, default=4, help="transformer blocks (default 4)")

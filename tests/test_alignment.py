@@ -161,6 +161,15 @@ def test_invalid_byte_run_gives_one_replacement_per_token(byte_fallback_tokenize
     assert [text[start:end] for start, end in spans[-3:]] == ["\ufffd"] * 3
 
 
+def test_truncated_character_at_end(byte_level_tokenizer):
+    # A response cut off by max_new_tokens can end inside a character: decode shows
+    # U+FFFD for the incomplete bytes, and the last token owns it.
+    ids = _encode(byte_level_tokenizer, "안녕 鼇")
+    text, spans = _check_invariants(byte_level_tokenizer, ids[:-1])
+    assert text.endswith("\ufffd")
+    assert char_to_token(spans, len(text) - 1) == len(ids) - 2
+
+
 def test_special_tokens_own_nothing(byte_level_tokenizer):
     eot = byte_level_tokenizer.convert_tokens_to_ids("<|eot|>")
     user = byte_level_tokenizer.convert_tokens_to_ids("<|user|>")

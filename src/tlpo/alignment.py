@@ -3,15 +3,18 @@
 The detector reports a confusion point as a character offset into the decoded response,
 and the loss needs the index of the token that contains that character. Decoding the
 response and re-tokenizing it can change token boundaries, so this module works from
-the generated ids themselves: each token's vocabulary piece is turned back into the
-bytes or characters it contributes, following the tokenizer's own decoder
-(`tokenizers` JSON: `ByteLevel`, `Metaspace`, or a `Sequence` of `Replace`,
-`ByteFallback`, `Fuse` and `Strip` steps). The result is checked against
-`tokenizer.decode(ids, skip_special_tokens=True)` on every call.
+the generated ids themselves. Each token's vocabulary piece is turned back into the
+bytes or characters it contributes by replaying the tokenizer's own decoder, as stored
+in its `tokenizers` JSON: `ByteLevel`, `Metaspace`, or a `Sequence` of `Replace`,
+`ByteFallback`, `Fuse` and `Strip` steps. Every call checks the result against
+`tokenizer.decode(ids, skip_special_tokens=True)`.
 
-Ownership rule: a character belongs to the token that supplies its last byte, so when a
+Ownership rule: a character belongs to the token that supplies its last byte. When a
 multi-byte character is split across tokens, the token that completes it owns it and
 the earlier tokens own nothing for it. Special tokens skipped by `decode` own nothing.
+A U+FFFD that replaces invalid bytes belongs to the token whose byte made the UTF-8
+decoder emit it, which can be the token after the invalid bytes, or the last token
+when the ids end inside a character.
 
 Checked on byte-level BPE (GPT-2/Llama-3/Qwen style) and sentencepiece-style BPE with
 byte fallback (Llama-2/Gemma style), with Korean, Chinese, Japanese, Arabic, emoji and
@@ -84,8 +87,8 @@ def _unit_text(unit: _Unit) -> str:
 
 def _step_byte_level(units: list[_Unit]) -> list[_Unit]:
     # `tokenizers` maps a token through the byte table only when every character of it
-    # is in the table; otherwise (for example an added token containing a space) it
-    # takes the token's UTF-8 bytes as they are. All tokens are then fused.
+    # is in the table. Other tokens, such as an added token containing a space, give
+    # their UTF-8 bytes as they are. All tokens are then fused.
     table = _byte_level_char_to_byte()
     owned_bytes: list[tuple[int, int]] = []
     for unit in units:
@@ -194,7 +197,7 @@ def _apply_decoder(spec: dict, units: list[_Unit]) -> list[_Unit]:
         return _step_replace(units, pattern["String"], spec["content"])
     if kind == "Metaspace":
         scheme = spec.get("prepend_scheme")
-        if scheme is None:  # tokenizers < 0.15 stored a boolean instead of the scheme
+        if scheme is None:  # files written before `prepend_scheme` existed store `add_prefix_space`
             scheme = "always" if spec.get("add_prefix_space", True) else "never"
         return _step_metaspace(units, spec["replacement"], scheme)
     raise ValueError(
@@ -224,8 +227,8 @@ def _special_token_ids(tokenizer) -> frozenset[int]:
 def _align_deletions(raw: _Unit, expected: str) -> _Unit | None:
     """Match `expected` as a subsequence of `raw`, or return None when it is not one.
 
-    `decode` may post-process the text (`clean_up_tokenization_spaces` removes spaces
-    before punctuation); such edits only delete characters, so a greedy left-to-right
+    `decode` may post-process the text: `clean_up_tokenization_spaces` removes spaces
+    before punctuation. Such edits only delete characters, so a greedy left-to-right
     match recovers the owner of every remaining character.
     """
     kept: _Unit = []
@@ -244,10 +247,10 @@ def decode_with_spans(tokenizer, token_ids: Sequence[int]) -> tuple[str, list[tu
     """Decode `token_ids` and return the text with the character span of every token.
 
     The text equals `tokenizer.decode(token_ids, skip_special_tokens=True)`. Span `i` is
-    the half-open range `[start, end)` of text characters owned by `token_ids[i]`; spans
-    are contiguous and in order, and a token that owns nothing (a skipped special token,
-    a leading byte of a split character, a stripped space) gets an empty span at the
-    current position.
+    the half-open range `[start, end)` of text characters owned by `token_ids[i]`. The
+    spans are contiguous and in order. A token that owns nothing, such as a skipped
+    special token, a leading byte of a split character or a stripped space, gets an
+    empty span at the current position.
 
     Raises ValueError when the tokenizer's decoder is of a kind this module cannot
     follow, or when the reconstruction does not match `decode`.

@@ -3,8 +3,8 @@
 For a sampled response whose first wrong-language character lies in token `c`, the
 policy's next-token distribution at the update position `c - 1` (softmax of the raw
 logits, no temperature) gives the K most probable tokens. Each candidate is appended to
-the prefix and extended greedily by a few tokens; the candidate earns reward +1 when
-that continuation contains no confusion and -1 otherwise. `advantages` turns the
+the prefix and extended greedily by a few tokens. The candidate earns reward +1 when
+that continuation contains no confusion, and -1 otherwise. `advantages` turns the
 rewards into the probability-weighted, normalised advantages of the TLPO objective.
 
 Cost per batch of N confusion points: one forward pass of the N left-padded prefixes

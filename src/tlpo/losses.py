@@ -5,9 +5,9 @@ Confusion in Large Language Models", ACL 2026, arXiv 2604.26553) trains only at 
 update position `c - 1` of each confused response, over the K candidate tokens explored
 there. Because all K candidates share one prefix and the loss reads one position, a
 single forward pass of the prefix gives every candidate's log-probability at once
-(`candidate_logprobs`). `plain_candidate_logprobs` is the per-candidate formulation with
-one padded full sequence per candidate; it gives the same values and gradients at about
-K times the cost and exists for tests and the speed benchmark.
+(`candidate_logprobs`). `plain_candidate_logprobs` runs one padded full sequence per
+candidate instead. It gives the same values and gradients at about K times the cost,
+and exists for tests and the speed benchmark.
 
 Shapes: B confusion points (update positions), K candidates per point, L sequence length,
 V vocabulary size.
@@ -49,8 +49,8 @@ def _logits_at(model, input_ids, attention_mask, positions) -> torch.Tensor:
     batch_index = torch.arange(input_ids.shape[0], device=input_ids.device)
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": _position_ids(attention_mask)}
     if _accepts_logits_to_keep(model):
-        kept, slot = torch.unique(positions, return_inverse=True)
-        logits = model(**kwargs, logits_to_keep=kept, use_cache=False).logits  # (B, len(kept), V)
+        distinct_positions, slot = torch.unique(positions, return_inverse=True)
+        logits = model(**kwargs, logits_to_keep=distinct_positions, use_cache=False).logits  # (B, P, V), P distinct positions
         return logits[batch_index, slot]
     logits = model(**kwargs, use_cache=False).logits  # (B, L, V)
     return logits[batch_index, positions]
@@ -97,9 +97,9 @@ def plain_candidate_logprobs(
 ) -> torch.Tensor:
     """Compute the same log-probabilities as `candidate_logprobs`, one sequence per candidate.
 
-    This is the formulation of the authors' reference implementation: for candidate k,
-    each row's real tokens up to its update position get candidate k appended, the rows
-    are right-padded to `pad_to` tokens, the batch runs through the model with full
+    This is the formulation of the authors' reference implementation. For candidate k,
+    each row's real tokens up to its update position get candidate k appended, and the
+    rows are right-padded to `pad_to` tokens. The batch runs through the model with full
     logits, and the candidate's log-probability is read at the update position. That is
     K forward passes of (B, pad_to) tokens where `candidate_logprobs` needs one of (B, L).
 
@@ -190,8 +190,8 @@ def tlpo_loss(
     if mask is None:
         mask = torch.ones_like(logp, dtype=torch.bool)
     mask = mask.bool()
-    # Padding items may hold any value, even -inf; replace them before any arithmetic so
-    # neither the loss nor its gradient can pick up a NaN from them.
+    # Padding items may hold any value, even -inf. Replacing them before any arithmetic
+    # keeps NaN out of both the loss and its gradient.
     logp = torch.where(mask, logp, torch.zeros_like(logp))
     logp_old = torch.where(mask, logp_old, torch.zeros_like(logp_old))
     logp_ref = torch.where(mask, logp_ref, torch.zeros_like(logp_ref))
