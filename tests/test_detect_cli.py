@@ -180,3 +180,25 @@ def test_help_lists_options(capsys):
     assert "--jsonl" in out
     assert "--html" in out
     assert "--no-ignore-english" in out
+
+
+def test_render_spans_html_escapes_and_marks():
+    from tlpo.detection import ConfusionReport, Span
+    from tlpo.reports import render_spans_html, span_colour
+
+    text = "a<b> 中文 & \"x\""
+    report = ConfusionReport(
+        text=text,
+        language="ko",
+        method="script",
+        passed=False,
+        first_confusion=5,
+        spans=[Span(5, 7, "中文", "<Han>")],
+    )
+    fragment = render_spans_html(report)
+    assert fragment.startswith('<div class="tlpo-text">a&lt;b&gt; ')
+    assert 'class="tlpo-span tlpo-first"' in fragment
+    assert f"background:{span_colour('<Han>')}" in fragment
+    assert 'title="detected: &lt;Han&gt;"' in fragment
+    assert fragment.endswith(" &amp; &quot;x&quot;</div>")
+    assert span_colour("Han") == span_colour("Han")

@@ -223,20 +223,21 @@ def test_word_lid_finds_foreign_language(text, language, span, detected):
 
 
 @pytest.mark.parametrize(
-    ("text", "language"),
+    ("text", "language", "words"),
     [
-        ("La réunion commence à neuf heures, n'oubliez pas vos notes.", "fr"),
-        ("Me gusta mucho caminar por la playa cuando hace sol.", "es"),
-        ("Wir treffen uns morgen um neun Uhr im Büro.", "de"),
-        ("Hôm nay trời đẹp nên chúng tôi đi dạo công viên.", "vi"),
-        ("The meeting starts at nine, so please bring your notes.", "en"),
+        ("La réunion commence à neuf heures, n'oubliez pas vos notes.", "fr", 10),  # "n'oubliez" is one word
+        ("Me gusta mucho caminar por la playa cuando hace sol.", "es", 10),
+        ("Wir treffen uns morgen um neun Uhr im Büro.", "de", 9),
+        ("Hôm nay trời đẹp nên chúng tôi đi dạo công viên.", "vi", 11),
+        ("The meeting starts at nine, so please bring your notes.", "en", 10),
     ],
 )
-def test_word_lid_passes_clean_text(text, language):
+def test_word_lid_passes_clean_text(text, language, words):
     report = detect(text, language)
     assert report.passed, spans_of(report)
     assert report.words_failed == 0
-    assert report.words_passed == len(text.replace(",", " ").replace(".", " ").split()) or report.words_passed > 5
+    assert report.words_passed == words
+    assert report.lines_passed == 1
 
 
 def test_word_lid_flags_foreign_script():
@@ -349,8 +350,8 @@ def test_localisation_latin_levels(localisation_results):
     assert len(rows) == 9
     for row in rows:
         assert row["false_flag_pct"] <= 12.0, row
-        # TODO: de, fr, it, pt and tr stay below the 85% hit floor; these bounds only
-        # guard against regressions from the levels in docs/DETECTION.md.
-        assert row["hit_pct"] >= 62.0, row
+        # TODO: not every Latin-script row reaches the 85% hit floor (docs/DETECTION.md
+        # lists them), so these bounds only guard against regressions.
+        assert row["hit_pct"] >= 70.0, row
     mean_hits = sum(r["hit_pct"] for r in rows) / len(rows)
-    assert mean_hits >= 80.0
+    assert mean_hits >= 85.0
