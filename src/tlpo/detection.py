@@ -539,7 +539,9 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
     for line_words in by_line.values():
         tokens = [text[w.start : w.end] for w in line_words]
         rows = []
-        word_rows = [model.word_scores(token) for token in tokens]
+        # Acronyms ("SSD", "NLP") carry no language, so they score the same in every state.
+        neutral = (0.0,) * len(model.states)
+        word_rows = [neutral if _is_acronym(token) else model.word_scores(token) for token in tokens]
         for i, token in enumerate(tokens):
             row = list(word_rows[i])
             context = []
@@ -557,6 +559,10 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
         words.extend(line_words)
     words.sort(key=lambda w: w.start)
     return words
+
+
+def _is_acronym(token: str) -> bool:
+    return len(token) >= 2 and token.isupper()
 
 
 def _mark_foreign_runs(
