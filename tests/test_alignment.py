@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from tlpo.alignment import char_to_token, decode_with_spans, token_char_spans
+from tlpo.alignment import _byte_level_char_to_byte, char_to_token, decode_with_spans, token_char_spans
 
 CORPUS = [
     "hello world, how are you today?",
@@ -168,6 +168,20 @@ def test_truncated_character_at_end(byte_level_tokenizer):
     text, spans = _check_invariants(byte_level_tokenizer, ids[:-1])
     assert text.endswith("\ufffd")
     assert char_to_token(spans, len(text) - 1) == len(ids) - 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"a\xf0\x9f", b"\xf0\x9fa", b"\x80\x80a", b"\xe4\xbd\xa0\xe5", b"\xed\xa0\x80x", b"\xc0\xafz", b"\xf4\x90\x80\x80"],
+    ids=["truncated_end", "truncated_middle", "stray_continuation", "valid_then_truncated", "surrogate", "overlong", "above_max"],
+)
+def test_invalid_bytes_match_decode(byte_level_tokenizer, data):
+    # One token per byte, spelled with the byte-level alphabet.
+    alphabet = {byte: char for char, byte in _byte_level_char_to_byte().items()}
+    ids = byte_level_tokenizer.convert_tokens_to_ids([alphabet[byte] for byte in data])
+    text, spans = _check_invariants(byte_level_tokenizer, ids)
+    assert text == data.decode("utf-8", errors="replace")
+    assert "\ufffd" in text
 
 
 def test_special_tokens_own_nothing(byte_level_tokenizer):

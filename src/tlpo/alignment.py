@@ -63,14 +63,27 @@ def _byte_level_char_to_byte() -> dict[str, int]:
 def _decode_owned_bytes(owned_bytes: Sequence[tuple[int, int]]) -> _Unit:
     """Decode (byte, owner) pairs as UTF-8 with U+FFFD replacement, keeping owners.
 
-    Bytes are fed one at a time to an incremental decoder, so each character comes out
-    exactly when its last byte arrives and is owned by that byte's token. The output
-    equals `bytes(...).decode("utf-8", errors="replace")`, which substitutes maximal
-    invalid subsequences the same way as Rust's `String::from_utf8_lossy` used by
-    `tokenizers`.
+    Each character is owned by the token of its last byte. The output equals
+    `bytes(...).decode("utf-8", errors="replace")`, which replaces maximal invalid
+    subsequences the same way as Rust's `String::from_utf8_lossy` used by `tokenizers`
+    (checked on truncated, overlong, surrogate and out-of-range sequences).
     """
+    data = bytes(byte for byte, _ in owned_bytes)
+    text = data.decode("utf-8", errors="replace")
+    if "\ufffd" not in text:
+        # Valid UTF-8: walk the characters by their encoded lengths.
+        unit: _Unit = []
+        end = 0
+        for char in text:
+            code_point = ord(char)
+            end += 1 if code_point < 0x80 else 2 if code_point < 0x800 else 3 if code_point < 0x10000 else 4
+            unit.append((char, owned_bytes[end - 1][1]))
+        return unit
+
+    # With invalid bytes, an incremental decoder fed one byte at a time shows when each
+    # character (or replacement character) comes out, and the byte that released it.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    unit: _Unit = []
+    unit = []
     for byte, owner in owned_bytes:
         for char in decoder.decode(bytes((byte,))):
             unit.append((char, owner))
@@ -92,9 +105,9 @@ def _step_byte_level(units: list[_Unit]) -> list[_Unit]:
     table = _byte_level_char_to_byte()
     owned_bytes: list[tuple[int, int]] = []
     for unit in units:
-        if all(char in table for char, _ in unit):
-            owned_bytes.extend((table[char], owner) for char, owner in unit)
-        else:
+        try:
+            owned_bytes.extend([(table[char], owner) for char, owner in unit])
+        except KeyError:
             for char, owner in unit:
                 owned_bytes.extend((byte, owner) for byte in char.encode("utf-8"))
     return [_decode_owned_bytes(owned_bytes)]
@@ -213,10 +226,11 @@ def _decoder_spec(tokenizer) -> dict:
             f"{type(tokenizer).__name__} has no `tokenizers` backend; character alignment needs a fast "
             "tokenizer (load it with AutoTokenizer.from_pretrained(..., use_fast=True))"
         )
-    spec = json.loads(backend.to_str()).get("decoder")
-    if spec is None:
+    if backend.decoder is None:
         raise ValueError(f"{type(tokenizer).__name__} has no decoder; character alignment cannot follow `decode`")
-    return spec
+    # The decoder's own state is its JSON. Serialising the whole tokenizer instead would
+    # copy the vocabulary on every call, about 70 ms for 150 K entries.
+    return json.loads(backend.decoder.__getstate__())
 
 
 def _special_token_ids(tokenizer) -> frozenset[int]:
