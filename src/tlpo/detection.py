@@ -439,6 +439,8 @@ class _WordModel:
                 probabilities = {codes[v.language]: v.value for v in values}
             else:
                 # lingua does not know the target: fall back to fastText on the word.
+                # NOTE: weak for targets close to a state language, e.g. Asturian text
+                # is labelled Spanish; only the LCB languages have been measured.
                 probabilities = self._fasttext_probabilities(word.lower())
             scores = self._log_scores(probabilities)
             if len(self._word_cache) < _CACHE_LIMIT:
