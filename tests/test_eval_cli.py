@@ -20,11 +20,11 @@ def models(tmp_path_factory):
 def no_network(monkeypatch):
     """Make every outgoing connection of this process fail, as on a machine without network."""
 
-    def refuse(*args, **kwargs):
+    def fail_to_connect(*args, **kwargs):
         raise OSError("network is unreachable in this test")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", fail_to_connect)
+    monkeypatch.setattr(socket, "create_connection", fail_to_connect)
 
 
 def test_eval_before_after_offline(models, tmp_path, no_network, capsys):

@@ -39,7 +39,11 @@ def _number(value) -> str:
 def _delta_cell(value) -> str:
     if value is None:
         return "<td>n/a</td>"
-    css = "tlpo-up" if value > 0 else "tlpo-down" if value < 0 else ""
+    css = ""
+    if value > 0:
+        css = "tlpo-up"
+    elif value < 0:
+        css = "tlpo-down"
     return f'<td class="{css}">{value:+.2f}</td>'
 
 

@@ -48,6 +48,7 @@ def register(subparsers) -> None:
         help="saved Hugging Face causal LM with a chat template (default: the embedded default model)",
     )
     parser.add_argument("--base", metavar="PATH", help="the model before fine-tuning; adds a before/after comparison")
+
     parser.add_argument(
         "--test-sets",
         metavar="DIR",
@@ -58,8 +59,10 @@ def register(subparsers) -> None:
                         help="with --test-sets: keep only this LCB task; repeatable")
     parser.add_argument("--source", action="append", metavar="NAME", help="with --test-sets: keep only this LCB source; repeatable")
     parser.add_argument("--language", action="append", metavar="CODE", help="keep only this language; repeatable")
+
     parser.add_argument("--max-new-tokens", type=int, default=100, help="maximum new tokens per completion (default: 100)")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call and lm-eval batch size (default: 16)")
+
     parser.add_argument(
         "--tasks",
         nargs="+",
@@ -73,14 +76,17 @@ def register(subparsers) -> None:
     parser.add_argument("--limit", type=int, help="evaluate at most this many documents per lm-eval task")
     parser.add_argument("--num-fewshot", type=int, help="few-shot examples for the lm-eval tasks (default: each task's own)")
     parser.add_argument("--no-lm-eval", action="store_true", help="skip the lm-eval tasks")
+
     parser.add_argument("--word-list", metavar="PATH",
                         help="LCB english_words.txt (default: searched beside --test-sets and in $TLPO_LCB_DIR)")
     parser.add_argument("--samples", type=int, default=8, help="sample responses shown in the report (default: 8)")
     parser.add_argument("--output-dir", metavar="DIR", default="tlpo-eval", help="folder for eval.json, report.html and the completions (default: tlpo-eval)")
+
     parser.add_argument("--device", default="auto", help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                         help="weight dtype (default: auto, the dtype saved with the model)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
     parser.set_defaults(func=run_eval)
 
 
@@ -131,12 +137,12 @@ def score_completions(csv_path: Path, prompts, english_words, progress: bool) ->
     """Score the completions of `prompts` in `csv_path` with the LCB metric and the script rules."""
     from tlpo import metrics
 
-    wanted = {prompt.key for prompt in prompts}
+    requested = {prompt.key for prompt in prompts}
     rows = metrics.resolve_languages(metrics.read_completions(csv_path))
     completions = {}
     selected = []
     for row, record in zip(rows, _read_csv_keys(csv_path)):
-        if record in wanted:
+        if record in requested:
             selected.append(row)
             completions[record] = row.completion
 
