@@ -350,6 +350,9 @@ def greedy_generate_transformers(model, tokenizer, batch_ids: Sequence[Sequence[
 class VLLMGenerator:
     """Greedy decoding with vLLM over the same chat-template token ids."""
 
+    # NOTE: written against vLLM's documented `LLM.generate` with token-id prompts but
+    # never run in this repository's tests, which have no GPU and no vLLM.
+
     def __init__(self, model_path: str, *, dtype: str = "auto", **engine_options):
         try:
             import vllm
