@@ -19,8 +19,8 @@ responses do when confusion is equally likely anywhere. Forward FLOPs are an est
 2 x (transformer-block parameters) x (tokens processed) + 2 x (output-projection
 parameters) x (positions whose logits are computed), which ignores attention-score FLOPs
 and the backward pass. Wall time covers forward passes, loss and backward for both
-models; process CPU time is printed too, because it is less affected by other programs
-sharing the cores. The script checks that both ways give the same loss and gradients, and its last
+models. The script prints process CPU time too, because other programs sharing the
+cores affect it less. The script checks that both ways give the same loss and gradients, and its last
 line is `speedup: <per-candidate wall time / one-prefix wall time>`.
 
 Usage:

@@ -38,6 +38,10 @@ _Unit = list[tuple[str, int]]
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
+# UTF-8 encodes code points below 0x80, 0x800 and 0x10000 in 1, 2 and 3 bytes, the rest in 4.
+_UTF8_LENGTH_LIMITS = (0x80, 0x800, 0x10000)
+_UTF8_LENGTH = (1, 2, 3, 4)
+
 
 @lru_cache(maxsize=1)
 def _byte_level_char_to_byte() -> dict[str, int]:
@@ -75,8 +79,7 @@ def _decode_owned_bytes(owned_bytes: Sequence[tuple[int, int]]) -> _Unit:
         unit: _Unit = []
         end = 0
         for char in text:
-            code_point = ord(char)
-            end += 1 if code_point < 0x80 else 2 if code_point < 0x800 else 3 if code_point < 0x10000 else 4
+            end += _UTF8_LENGTH[bisect.bisect_right(_UTF8_LENGTH_LIMITS, ord(char))]
             unit.append((char, owned_bytes[end - 1][1]))
         return unit
 
@@ -310,7 +313,7 @@ def decode_with_spans(tokenizer, token_ids: Sequence[int]) -> tuple[str, list[tu
 def token_char_spans(tokenizer, token_ids: Sequence[int]) -> list[tuple[int, int]]:
     """Return the character span `(start, end)` of each token in `decode(token_ids)`.
 
-    Same as `decode_with_spans(tokenizer, token_ids)[1]`; see there for the rules.
+    Same as `decode_with_spans(tokenizer, token_ids)[1]`, which documents the rules.
     """
     return decode_with_spans(tokenizer, token_ids)[1]
 

@@ -8,9 +8,8 @@ that continuation contains no confusion, and -1 otherwise. `advantages` turns th
 rewards into the probability-weighted, normalised advantages of the TLPO objective.
 
 Cost per batch of N confusion points: one forward pass of the N left-padded prefixes
-(which also yields the top-K distribution), then `extension_tokens` single-token steps
-of N * K rows that reuse the prefixes' key/value cache, then one detector call per
-candidate.
+gives the top-K distributions. Then `extension_tokens` single-token steps run N * K rows
+on the prefixes' key/value cache, and the detector runs once per candidate.
 
 How a candidate is judged: the detector sees the candidate and its extension decoded
 together with the response before them, from the start of the line that contains the
@@ -251,10 +250,11 @@ def _candidate_texts(tokenizer, response_prefix: list[int], generated: torch.Ten
     """Decode the text to judge for each candidate of one point, and where the candidate starts in it.
 
     `generated` is (K, 1 + extension) with -1 after a stop token. The text starts at the
-    line of the response that contains the confusion point: the detector decides each
-    line from that line alone (script-rule phrases and word-level language ID both stop
-    at line breaks), so earlier lines cannot change the spans after the boundary, and
-    skipping them keeps the cost per candidate independent of the response length.
+    line of the response that contains the confusion point. The detector decides each
+    line from that line alone, because script-rule phrases and word-level language ID
+    both stop at line breaks. So earlier lines cannot change the spans after the
+    boundary, and skipping them keeps the cost per candidate independent of the
+    response length.
     """
     prefix_text, prefix_spans = decode_with_spans(tokenizer, response_prefix)
     last_newline = prefix_text.rfind("\n")
