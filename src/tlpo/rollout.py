@@ -98,13 +98,18 @@ def sample_responses(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     device = next(model.parameters()).device
     # generate() fills every value left None from the model's own generation config.
-    # The neutral values below keep repetition penalties and similar processors out.
+    # The values below are transformers' neutral defaults: they keep repetition penalties
+    # out, and sampling settings that greedy decoding ignores (and warns about) unset.
     generation_config = GenerationConfig(
         do_sample=False,
         max_new_tokens=max_new_tokens,
         min_new_tokens=0,
         repetition_penalty=1.0,
         no_repeat_ngram_size=0,
+        encoder_repetition_penalty=1.0,
+        temperature=1.0,
+        top_k=50,
+        top_p=1.0,
         eos_token_id=eos_ids,
         pad_token_id=pad_id,
     )
