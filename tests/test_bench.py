@@ -79,11 +79,11 @@ def test_cost_meter_counts_generate_steps():
             pad_token_id=0,
             eos_token_id=1,
         )
-    # One prefill over 2 x 3 positions, then 3 decoding steps of one position per row;
-    # the 4th token comes from the logits of the 3rd decoding step.
+    # One prefill over 2 x 3 positions, then 3 decoding steps of one position per row.
+    # The prefill's logits give the 1st token, so 4 new tokens need only 3 decoding steps.
     assert meter.forward_passes == 4
     assert meter.forward_tokens == 2 * 3 + 3 * 2
-    assert meter.tokens_generated == 3 * 2
+    assert meter.tokens_generated == 2 * 4
     with torch.no_grad():
         model(input_ids=input_ids)
     assert meter.forward_passes == 4, "the meter counted a call after it was closed"
@@ -152,3 +152,41 @@ def test_unknown_method_is_rejected(tmp_path):
 def test_missing_prompt_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_prompts.jsonl not found"):
         bench.load_bench_data(tmp_path, bench.QUICK_BUDGET)
+
+
+# The tiny Llama and tokenizer of the baseline tests, shared so both files build the same model.
+from test_baselines import ROWS, tiny_model_dir  # noqa: E402,F401
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def test_bench_runs_and_resumes(tiny_model_dir, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    for name in ("train_prompts.jsonl", "eval_prompts.jsonl", "probe.jsonl"):
+        _write_jsonl(model_dir / name, ROWS)
+    output_dir = tmp_path / "bench"
+
+    results = bench.run_bench(output_dir, seeds=[0], quick=True, methods=["sft"], model_dir=model_dir)
+    assert set(results["methods"]) == {"base", "sft"}
+    sft = results["methods"]["sft"]
+    for key in ("rpr", "capability", "kl_clean", "seconds"):
+        assert sft[key] is not None, f"sft has no {key}"
+    assert sft["kl_clean"] >= 0.0 or math.isnan(sft["kl_clean"])
+    assert sft["seconds"] > 0
+    assert results["methods"]["base"]["kl_clean"] == 0.0
+    for name in ("results.json", "results.md", "results.png"):
+        assert (output_dir / name).is_file(), f"{name} was not written"
+    saved = json.loads((output_dir / "results.json").read_text(encoding="utf-8"))
+    assert saved["methods"]["sft"]["per_seed"]["0"]["rpr"] == sft["rpr"]
+
+    metrics_path = output_dir / "runs" / "sft-seed0" / "metrics.json"
+    written = metrics_path.stat().st_mtime_ns
+    shutil.rmtree(output_dir / "runs" / "sft-seed0" / "model")
+    again = bench.run_bench(output_dir, seeds=[0], quick=True, methods=["sft"], model_dir=model_dir)
+    assert metrics_path.stat().st_mtime_ns == written, "the finished run was trained again"
+    assert again["methods"]["sft"]["rpr"] == sft["rpr"]

@@ -46,6 +46,7 @@ METHODS = ("sft", "dpo", "orpo", "grpo")
 PAIR_NUM_SAMPLES = 16
 PAIR_TEMPERATURE = 0.7
 PAIRS_FILENAME = "preference_pairs.jsonl"
+PAIR_STATS_FILENAME = "preference_pairs_stats.json"
 
 # Defaults that differ from TRL's own. Everything else is TRL's default for the method.
 # bf16 is switched on only where the hardware supports it, because TRL's configs default
@@ -421,7 +422,7 @@ def prepare_preference_pairs(
 
     output_dir = Path(output_dir)
     pairs_path = output_dir / PAIRS_FILENAME
-    stats_path = output_dir / "preference_pairs_stats.json"
+    stats_path = output_dir / PAIR_STATS_FILENAME
     seconds = 0.0
     state = PartialState()
     with state.main_process_first():

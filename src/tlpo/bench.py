@@ -1,7 +1,7 @@
 """`tlpo bench`: TLPO and the sequence-level baselines side by side on one model.
 
 For each seed, every method fine-tunes the same model on the same training prompts:
-TLPO (`tlpo.trainer.TLPOTrainer`) and SFT, DPO, ORPO and GRPO (`tlpo.baselines`); the
+TLPO (`tlpo.trainer.TLPOTrainer`) and SFT, DPO, ORPO and GRPO (`tlpo.baselines`). The
 untrained base model is the sixth row. Each result is then measured the same way:
 
 - consistency: RPR/LPR/WPR (script-rule detector, `tlpo.detection`) of greedy responses
@@ -53,7 +53,7 @@ class BenchBudget:
 
     The settings are sized for the embedded default model (about 1.3 M parameters),
     which needs far larger learning rates than the 8 B models of the TLPO paper. Every
-    method sees the same training prompts, the same number of times.
+    method trains on the same prompts, once each.
     """
 
     train_prompts_per_language: int | None  # None: all of train_prompts.jsonl
@@ -71,34 +71,53 @@ class BenchBudget:
 
 # Settings every TRL baseline shares on this model: full fine-tuning in fp32, no
 # activation checkpointing (the model is small) and no intermediate checkpoints.
-_TRL_COMMON = {"gradient_checkpointing": False, "save_strategy": "no", "logging_steps": 5}
+_TRL_COMMON = {"gradient_checkpointing": False, "save_strategy": "no", "logging_steps": 1}
+
+# Every method takes 8 training prompts per optimizer step, so SFT, TLPO and GRPO make
+# the same number of steps at the same learning rate. DPO and ORPO make fewer, because
+# prompts whose 16 samples are all clean or all confused give no pair.
+_PROMPTS_PER_STEP = 8
+
+
+def _method_settings(num_generations: int) -> dict[str, dict[str, Any]]:
+    return {
+        "tlpo": {
+            "per_device_train_batch_size": _PROMPTS_PER_STEP,
+            "num_generations": num_generations,
+            "items_per_step": 256,
+            "logging_steps": 1,
+        },
+        "sft": {"per_device_train_batch_size": _PROMPTS_PER_STEP, "max_length": 256},
+        "dpo": {"per_device_train_batch_size": _PROMPTS_PER_STEP, "max_length": 256, "beta": 0.1},
+        "orpo": {"per_device_train_batch_size": _PROMPTS_PER_STEP, "max_length": 256, "beta": 0.1},
+        # GRPO's batch size counts completions: 8 prompts times num_generations.
+        "grpo": {
+            "per_device_train_batch_size": _PROMPTS_PER_STEP * num_generations,
+            "num_generations": num_generations,
+            "temperature": 0.6,
+            "beta": 0.04,
+        },
+    }
+
 
 FULL_BUDGET = BenchBudget(
-    train_prompts_per_language=64,
+    train_prompts_per_language=8,
     eval_prompts_per_language=None,
     probe_rows=None,
-    max_new_tokens=96,
-    learning_rate=3e-4,
-    epochs=1.0,
-    tlpo={"per_device_train_batch_size": 2, "num_generations": 8, "items_per_step": 128, "logging_steps": 5},
-    sft={"per_device_train_batch_size": 8, "max_length": 256},
-    dpo={"per_device_train_batch_size": 8, "max_length": 256, "beta": 0.1},
-    orpo={"per_device_train_batch_size": 8, "max_length": 256, "beta": 0.1},
-    grpo={"per_device_train_batch_size": 16, "num_generations": 8, "temperature": 0.6, "beta": 0.04},
-)
-
-QUICK_BUDGET = BenchBudget(
-    train_prompts_per_language=8,
-    eval_prompts_per_language=8,
-    probe_rows=64,
     max_new_tokens=64,
     learning_rate=3e-4,
     epochs=1.0,
-    tlpo={"per_device_train_batch_size": 2, "num_generations": 4, "items_per_step": 64, "logging_steps": 1},
-    sft={"per_device_train_batch_size": 8, "max_length": 256},
-    dpo={"per_device_train_batch_size": 8, "max_length": 256, "beta": 0.1},
-    orpo={"per_device_train_batch_size": 8, "max_length": 256, "beta": 0.1},
-    grpo={"per_device_train_batch_size": 8, "num_generations": 4, "temperature": 0.6, "beta": 0.04},
+    **_method_settings(num_generations=8),
+)
+
+QUICK_BUDGET = BenchBudget(
+    train_prompts_per_language=2,
+    eval_prompts_per_language=4,
+    probe_rows=32,
+    max_new_tokens=64,
+    learning_rate=3e-4,
+    epochs=1.0,
+    **_method_settings(num_generations=4),
 )
 
 
@@ -111,10 +130,10 @@ class CostMeter:
 
     A forward pass is one call of a `transformers` causal LM (a `GenerationMixin`
     model: the policy, a reference model, or the model inside a PEFT wrapper), whatever
-    its batch size; each decoding step of `generate` is one. A call that feeds one new
-    position per row with a KV cache is a decoding step, and each of its rows counts
-    as one generated token. So `tokens_generated` includes the positions `generate`
-    still computes for rows that already ended, which is compute spent, not text kept.
+    its batch size. Each step of `generate` (the prefill and every decoding step) is
+    one, recognised by the KV cache it passes, and yields one generated token per row.
+    So `tokens_generated` includes the tokens `generate` still computes for rows that
+    already ended, which is compute spent, not text kept.
     `forward_tokens` is the number of (row, position) pairs fed to all forward passes.
     """
 
@@ -139,9 +158,9 @@ class CostMeter:
         rows, positions = int(inputs.shape[0]), int(inputs.shape[1])
         self.forward_passes += 1
         self.forward_tokens += rows * positions
-        # transformers 5 passes the KV cache as `cache`, earlier versions as `past_key_values`.
-        has_cache = kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
-        if positions == 1 and has_cache:
+        # Only `generate` passes a KV cache: transformers 5 names it `cache`, earlier
+        # versions `past_key_values`. Each such call yields one new token per row.
+        if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
             self.tokens_generated += rows
 
     def __enter__(self) -> CostMeter:
@@ -225,7 +244,7 @@ def _load(model_dir: Path):
 def greedy_clean_responses(model, tokenizer, rows: Sequence[dict], *, max_new_tokens: int) -> list[dict]:
     """Return the base model's greedy responses to `rows` that pass the detector.
 
-    Each entry holds the prompt ids (chat template applied) and the response ids, the
+    Each entry contains the prompt ids (chat template applied) and the response ids, the
     teacher-forcing input of `kl_from_base`.
     """
     from tlpo.data import encode_prompts, validate_rows
@@ -314,6 +333,35 @@ def _trl_config(budget: BenchBudget, method: str, seed: int) -> dict[str, Any]:
     }
 
 
+PAIR_BATCH_SIZE = 128
+
+
+def shared_preference_pairs(data: BenchData, budget: BenchBudget, seed: int, pairs_dir: Path) -> dict[str, Any]:
+    """Sample the DPO/ORPO preference pairs of `seed` once into `pairs_dir`; return what that cost.
+
+    DPO and ORPO train on the same pairs, as in the TLPO paper, and both are charged
+    the sampling cost.
+    """
+    from tlpo import baselines
+
+    costs_path = pairs_dir / "costs.json"
+    if costs_path.is_file():
+        return json.loads(costs_path.read_text(encoding="utf-8"))
+    start = time.perf_counter()
+    with CostMeter() as meter:
+        baselines.prepare_preference_pairs(
+            data.model_dir,
+            data.train_rows,
+            pairs_dir,
+            seed=seed,
+            max_new_tokens=budget.max_new_tokens,
+            batch_size=PAIR_BATCH_SIZE,
+        )
+    costs = {"seconds": time.perf_counter() - start, **meter.as_dict()}
+    _write_json_atomic(costs_path, costs)
+    return costs
+
+
 def train_method(method: str, data: BenchData, budget: BenchBudget, seed: int, run_dir: Path) -> dict[str, Any]:
     """Train `method` from the base model into `run_dir / "model"`; return its costs."""
     from tlpo import baselines
@@ -321,6 +369,13 @@ def train_method(method: str, data: BenchData, budget: BenchBudget, seed: int, r
     model_dir = run_dir / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)  # a half-finished run from an interrupted benchmark
+    pair_costs = {"seconds": 0.0, "forward_passes": 0, "forward_tokens": 0, "tokens_generated": 0}
+    if method in ("dpo", "orpo"):
+        pairs_dir = run_dir.parent / f"pairs-seed{seed}"
+        pair_costs = shared_preference_pairs(data, budget, seed, pairs_dir)
+        model_dir.mkdir(parents=True)
+        for name in (baselines.PAIRS_FILENAME, baselines.PAIR_STATS_FILENAME):
+            shutil.copyfile(pairs_dir / name, model_dir / name)
     start = time.perf_counter()
     with CostMeter() as meter:
         if method == "tlpo":
@@ -331,14 +386,16 @@ def train_method(method: str, data: BenchData, budget: BenchBudget, seed: int, r
                 config["max_completion_length"] = budget.max_new_tokens
             options: dict[str, Any] = {"config": config}
             if method in ("dpo", "orpo"):
-                options["pair_options"] = {"max_new_tokens": budget.max_new_tokens}
+                options["pair_options"] = {"max_new_tokens": budget.max_new_tokens, "batch_size": PAIR_BATCH_SIZE}
             result = baselines.run_baseline(method, data.model_dir, data.train_rows, model_dir, **options)
             log_history = result.log_history
-    seconds = time.perf_counter() - start
+    train_seconds = time.perf_counter() - start
     losses = [row["loss"] for row in log_history if "loss" in row]
+    counts = {key: value + pair_costs[key] for key, value in meter.as_dict().items()}
     return {
-        "seconds": seconds,
-        **meter.as_dict(),
+        "seconds": train_seconds + pair_costs["seconds"],
+        "pair_seconds": pair_costs["seconds"],
+        **counts,
         "final_loss": losses[-1] if losses else None,
         "losses_finite": all(math.isfinite(loss) for loss in losses),
     }
