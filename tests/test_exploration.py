@@ -148,6 +148,16 @@ def test_batch_matches_single_points(model, tokenizer):
         torch.testing.assert_close(single.probs, result.probs, rtol=1e-5, atol=1e-7)
 
 
+def test_eos_candidate_ends_response(model, tokenizer):
+    # With K equal to the vocabulary size, the end-of-sequence token is a candidate.
+    context, start = _context(tokenizer, "날씨 어때요?", "안녕하세요 你好")
+    result = explore_candidates(model, tokenizer, context, start, len(context) - 1, "ko", k=len(tokenizer))
+    eos_index = result.candidate_ids.tolist().index(tokenizer.eos_token_id)
+    assert result.continuations[eos_index] == ""
+    assert result.rewards[eos_index].item() == 1.0
+    assert sorted(result.candidate_ids.tolist()) == list(range(len(tokenizer)))
+
+
 def test_exploration_restores_training_mode(model, tokenizer):
     context, start = _context(tokenizer, "hi", "안녕하세요 你好")
     model.train()

@@ -73,8 +73,13 @@ def advantages(probs: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
 
 
 def _stop_token_ids(model, tokenizer) -> set[int]:
+    """End-of-sequence ids of the model's generation config and of the tokenizer.
+
+    Chat models often stop on a turn-end token that only the generation config lists.
+    """
     ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), tokenizer):
+    base = getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+    for source in (getattr(base, "generation_config", None), tokenizer):
         eos = getattr(source, "eos_token_id", None)
         if eos is None:
             continue
@@ -176,6 +181,9 @@ def explore_batch(
 
     Returns:
         One `ExplorationResult` per point, in input order.
+
+    A candidate that is an end-of-sequence token ends the response: it gets no
+    extension, its continuation is empty, and it earns +1.
 
     The model runs in eval mode (no dropout) under `torch.no_grad`, and its previous
     mode is restored afterwards.
