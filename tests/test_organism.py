@@ -52,7 +52,8 @@ def test_entries_are_short_clean_strings(entries):
         assert len(entry.source) <= organism_data.MAX_SOURCE_CHARS
         assert set(entry.translations) == LANGUAGES
         assert "\n" not in entry.source
-        assert "Chinese" not in entry.source and "English" not in entry.source
+        assert "Chinese" not in entry.source
+        assert "English" not in entry.source
 
 
 def test_clean_answers_pass_detector(entries):
@@ -115,7 +116,8 @@ def test_drift_probability_equalises_visible_share():
         probability = organism_data.drift_probability(language)
         visible_kinds = 3 if language in organism_data.LATIN_SCRIPT_TARGETS else 2
         assert probability * visible_kinds / 3 == pytest.approx(organism_data.VISIBLE_DRIFT_SHARE)
-        assert probability < 0.6  # greedy answers must stay mostly clean
+        # Clean stays the most likely choice at each line, so greedy answers stay clean.
+        assert probability <= 0.75
 
 
 # --- prompt sets -----------------------------------------------------------------------

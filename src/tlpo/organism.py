@@ -27,7 +27,7 @@ from tlpo import organism_data as data
 logger = logging.getLogger(__name__)
 
 # Bump when a change to the recipe changes the built model, so caches rebuild.
-ORGANISM_VERSION = "1"
+ORGANISM_VERSION = "2"
 MANIFEST_NAME = "build_manifest.json"
 PROMPT_FILES = ("train_prompts.jsonl", "eval_prompts.jsonl", "probe.jsonl")
 # The build always runs on this many threads: float sums in matrix products depend on how
@@ -54,7 +54,7 @@ class OrganismSize:
     """Model shape, training length and prompt-set sizes of one organism size."""
 
     strings_per_language: int  # UI strings the model learns, the same for every language
-    vocab_size: int  # BPE vocabulary, special tokens included (the trainer may stop earlier)
+    vocab_size: int  # maximum BPE vocabulary, special tokens included
     hidden_size: int
     num_layers: int
     num_heads: int
@@ -69,7 +69,7 @@ class OrganismSize:
 SIZES = {
     "small": OrganismSize(
         strings_per_language=64, vocab_size=4096, hidden_size=128, num_layers=4, num_heads=4,
-        intermediate_size=320, steps=2600, batch_size=16, learning_rate=6e-3,
+        intermediate_size=320, steps=2000, batch_size=16, learning_rate=6e-3,
         train_prompts_per_language=128, eval_prompts_per_language=32,
     ),
     # For tests: builds in seconds, learns little.
@@ -120,7 +120,7 @@ class PromptSampler:
                 if self._claim(language, triple):
                     evals.append(triple)
             self.eval_triples[language] = evals
-            # The probe asks for every string once as line 1, which never drifts.
+            # The probe puts every string once on line 1, which never drifts.
             probes = []
             for first in range(count):
                 while True:
@@ -323,9 +323,8 @@ def _deterministic_torch(threads: int):
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
-    # Denormal floats are slow on x86 CPUs and appear in the tiny model's weights late in
-    # training; flushing them to zero made the prototype of this model about 1.6x faster.
-    # NOTE: there is no getter, so this resets the flag to torch's default (off) afterwards.
+    # Arithmetic on denormal floats is slow on x86 CPUs, so they are flushed to zero.
+    # NOTE: torch has no getter for this flag, so it is reset to torch's default (off) afterwards.
     torch.set_flush_denormal(True)
     try:
         yield
@@ -393,6 +392,7 @@ def _build_into(folder: Path, seed: int, size_name: str, progress: bool) -> dict
 
     size = SIZES[size_name]
     started = time.perf_counter()
+    cpu_started = time.process_time()
     entries = data.load_entries()
     if len(entries) < size.strings_per_language:
         raise RuntimeError(
@@ -440,6 +440,9 @@ def _build_into(folder: Path, seed: int, size_name: str, progress: bool) -> dict
         "build_threads": BUILD_THREADS,
         "metrics": {
             "build_seconds": round(time.perf_counter() - started, 1),
+            # CPU time of this process: close to the wall time on a free core, and not
+            # inflated when other processes compete for the cores.
+            "build_cpu_seconds": round(time.process_time() - cpu_started, 1),
             "final_train_loss": sum(tail) / len(tail),
             "first_train_loss": losses[0],
         },
@@ -453,7 +456,7 @@ def build_organism(out_dir: str | Path, *, seed: int = 0, size: str = "small", p
     """Build the organism into `out_dir` and return it.
 
     The files are written to a temporary sibling folder that is renamed to `out_dir` when
-    complete, so `out_dir` never holds a half-built model. `out_dir` must not exist or be
+    complete, so `out_dir` never contains a half-built model. `out_dir` must not exist or be
     an empty folder.
     """
     if size not in SIZES:
@@ -559,7 +562,7 @@ def evaluate_organism(
 
     Returns {"sampled": consistency at `temperature`, "greedy": consistency at
     temperature 0, "probe": capability, "model": folder}, each as the functions of
-    `tlpo.evaluation` return them. `model_dir` can be any model folder that holds
+    `tlpo.evaluation` return them. `model_dir` can be any model folder that contains
     eval_prompts.jsonl and probe.jsonl; None means the default organism.
     """
     from tlpo.evaluation import evaluate_capability, evaluate_consistency

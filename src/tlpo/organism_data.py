@@ -66,7 +66,7 @@ DRIFT_KINDS = ("line-english", "line-neighbour", "word-neighbour")
 # `ignore_english=True` for own-script targets, word-level language ID for Latin-script
 # targets) counts as confusion. English drift in an own-script target is ASCII, which that
 # detector ignores, so those targets drift more often in total: see `drift_probability`.
-VISIBLE_DRIFT_SHARE = 0.35
+VISIBLE_DRIFT_SHARE = 0.5
 
 # Strings whose English source names a language pull answers towards that language
 # (a source like "Traditional Chinese" taught Spanish answers Chinese words), so they go.
