@@ -58,7 +58,7 @@ class BenchBudget:
 
     train_prompts_per_language: int | None  # None: all of train_prompts.jsonl
     eval_prompts_per_language: int | None  # None: all of eval_prompts.jsonl
-    probe_rows: int | None  # None: all of probe.jsonl
+    probe_prompts_per_language: int | None  # None: all of probe.jsonl
     max_new_tokens: int  # for evaluation, rollouts and pair sampling
     learning_rate: float
     epochs: float
@@ -100,20 +100,23 @@ def _method_settings(num_generations: int) -> dict[str, dict[str, Any]]:
     }
 
 
+# NOTE: sized so that three seeds finish in about an hour on 2 shared CPU cores, which
+# leaves only 8 held-out prompts per language; pass a larger budget to `run_bench` on a
+# faster machine for finer RPR steps.
 FULL_BUDGET = BenchBudget(
-    train_prompts_per_language=8,
-    eval_prompts_per_language=None,
-    probe_rows=None,
+    train_prompts_per_language=4,
+    eval_prompts_per_language=8,
+    probe_prompts_per_language=8,
     max_new_tokens=64,
     learning_rate=3e-4,
-    epochs=1.0,
+    epochs=2.0,
     **_method_settings(num_generations=8),
 )
 
 QUICK_BUDGET = BenchBudget(
     train_prompts_per_language=2,
     eval_prompts_per_language=4,
-    probe_rows=32,
+    probe_prompts_per_language=4,
     max_new_tokens=64,
     learning_rate=3e-4,
     epochs=1.0,
@@ -219,12 +222,11 @@ def load_bench_data(model_dir: Path, budget: BenchBudget) -> BenchData:
                 f"{model_dir / name} not found; the benchmark needs a model folder with "
                 "train_prompts.jsonl, eval_prompts.jsonl and probe.jsonl, like the embedded default model"
             )
-    probe = _read_jsonl(model_dir / "probe.jsonl")
     return BenchData(
         model_dir=model_dir,
         train_rows=take_per_language(_read_jsonl(model_dir / "train_prompts.jsonl"), budget.train_prompts_per_language),
         eval_rows=take_per_language(_read_jsonl(model_dir / "eval_prompts.jsonl"), budget.eval_prompts_per_language),
-        probe_rows=probe if budget.probe_rows is None else probe[: budget.probe_rows],
+        probe_rows=take_per_language(_read_jsonl(model_dir / "probe.jsonl"), budget.probe_prompts_per_language),
     )
 
 
@@ -460,17 +462,23 @@ def run_bench(
     *,
     seeds: Sequence[int] = (0, 1, 2),
     quick: bool = False,
+    budget: BenchBudget | None = None,
     methods: Sequence[str] = METHODS,
     model_dir: str | os.PathLike | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Run every method for every seed, write the reports and return `results.json`'s content."""
+    """Run every method for every seed, write the reports and return `results.json`'s content.
+
+    `budget` replaces `QUICK_BUDGET` or `FULL_BUDGET`. Runs already finished in
+    `output_dir` are reused as they are, so change the output folder with the budget.
+    """
     unknown = [method for method in methods if method not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if "base" not in methods:
         methods = ["base", *methods]  # every other row is compared with the base model
-    budget = QUICK_BUDGET if quick else FULL_BUDGET
+    if budget is None:
+        budget = QUICK_BUDGET if quick else FULL_BUDGET
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if model_dir is None:
