@@ -43,15 +43,23 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=16, help="candidates per confusion point (default 16)")
     parser.add_argument("--num-points", type=int, default=2, help="confusion points in the mined batch (default 2)")
-    parser.add_argument("--min-prompt-tokens", type=int, default=30, help="minimum prompt length in tokens (default 30)")
-    parser.add_argument("--max-prompt-tokens", type=int, default=150, help="maximum prompt length in tokens (default 150)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="rollout length limit in tokens (default 512)")
+    parser.add_argument(
+        "--min-prompt-tokens", type=int, default=30, help="minimum prompt length in tokens (default 30)"
+    )
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=150, help="maximum prompt length in tokens (default 150)"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=512, help="maximum rollout length in new tokens (default 512)"
+    )
     parser.add_argument("--hidden-size", type=int, default=192, help="model width (default 192)")
     parser.add_argument("--num-layers", type=int, default=4, help="transformer blocks (default 4)")
     parser.add_argument("--num-heads", type=int, default=4, help="attention heads (default 4)")
     parser.add_argument("--vocab-size", type=int, default=8000, help="vocabulary size (default 8000)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of the one-prefix way; the median is reported (default 5)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs of the one-prefix way, reporting the median (default 5)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the model and the mined batch (default 0)")
     return parser.parse_args()
 
@@ -74,7 +82,9 @@ def build_model(args: argparse.Namespace, seed: int) -> LlamaForCausalLM:
 def mine_batch(args: argparse.Namespace, policy: LlamaForCausalLM):
     """Return right-padded prefixes, update positions, candidates, old log-probs, advantages."""
     generator = torch.Generator().manual_seed(args.seed + 1)
-    prompt_lengths = torch.randint(args.min_prompt_tokens, args.max_prompt_tokens + 1, (args.num_points,), generator=generator)
+    prompt_lengths = torch.randint(
+        args.min_prompt_tokens, args.max_prompt_tokens + 1, (args.num_points,), generator=generator
+    )
     # The confusion token is response token c (0-based), so the prefix ends one before it.
     confusion_offsets = torch.randint(1, args.max_new_tokens, (args.num_points,), generator=generator)
     lengths = (prompt_lengths + confusion_offsets).tolist()
@@ -194,7 +204,8 @@ def main() -> None:
         f"{grad_difference:.2e} (largest gradient entry {grad_scale:.2e})"
     )
     print(f"FLOPs ratio (est.): {flops(plain_tokens, plain_logit_rows) / flops(fast_tokens, fast_logit_rows):.1f}")
-    if not torch.allclose(fast_loss, plain_loss, rtol=1e-4, atol=1e-6) or grad_difference > 1e-4 * max(grad_scale, 1e-8):
+    losses_agree = torch.allclose(fast_loss, plain_loss, rtol=1e-4, atol=1e-6)
+    if not losses_agree or grad_difference > 1e-4 * max(grad_scale, 1e-8):
         raise SystemExit("error: the two ways disagree on the loss or the gradients")
     print(f"speedup: {plain_seconds / fast_seconds:.1f}")
 

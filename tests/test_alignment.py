@@ -172,8 +172,24 @@ def test_truncated_character_at_end(byte_level_tokenizer):
 
 @pytest.mark.parametrize(
     "data",
-    [b"a\xf0\x9f", b"\xf0\x9fa", b"\x80\x80a", b"\xe4\xbd\xa0\xe5", b"\xed\xa0\x80x", b"\xc0\xafz", b"\xf4\x90\x80\x80"],
-    ids=["truncated_end", "truncated_middle", "stray_continuation", "valid_then_truncated", "surrogate", "overlong", "above_max"],
+    [
+        b"a\xf0\x9f",
+        b"\xf0\x9fa",
+        b"\x80\x80a",
+        b"\xe4\xbd\xa0\xe5",
+        b"\xed\xa0\x80x",
+        b"\xc0\xafz",
+        b"\xf4\x90\x80\x80",
+    ],
+    ids=[
+        "truncated_end",
+        "truncated_middle",
+        "stray_continuation",
+        "valid_then_truncated",
+        "surrogate",
+        "overlong",
+        "above_max",
+    ],
 )
 def test_invalid_bytes_match_decode(byte_level_tokenizer, data):
     # One token per byte, spelled with the byte-level alphabet.

@@ -88,7 +88,14 @@ def test_one_forward_matches_plain(models, k, left):
         policy, reference, candidate_logprobs, batch, candidates, logp_old, advantage
     )
     plain_logp, plain_loss, plain_stats, plain_grads = _loss_and_grads(
-        policy, reference, plain_candidate_logprobs, batch, candidates, logp_old, advantage, pad_to=batch[0].shape[1] + 9
+        policy,
+        reference,
+        plain_candidate_logprobs,
+        batch,
+        candidates,
+        logp_old,
+        advantage,
+        pad_to=batch[0].shape[1] + 9,
     )
 
     assert fast_stats["clip_fraction"] > 0

@@ -64,11 +64,12 @@ def advantages(probs: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     """
     probs = probs.float()
     rewards = rewards.float()
-    baseline = (probs * rewards).sum(-1, keepdim=True) / probs.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    tiny = torch.finfo(torch.float32).tiny
+    baseline = (probs * rewards).sum(-1, keepdim=True) / probs.sum(-1, keepdim=True).clamp(min=tiny)
     weighted = probs * (rewards - baseline)
     norm = weighted.abs().sum(-1, keepdim=True)
     all_equal = (rewards == rewards[..., :1]).all(-1, keepdim=True)
-    result = weighted / norm.clamp(min=torch.finfo(torch.float32).tiny)
+    result = weighted / norm.clamp(min=tiny)
     return torch.where(all_equal | (norm == 0), torch.zeros_like(result), result)
 
 
@@ -107,7 +108,9 @@ def _top_k_and_extend(model, prefixes, *, k, extension_tokens, pad_id, stop_ids)
     input_ids, attention_mask = _left_pad(prefixes, pad_id, device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **extra)
+    output = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **extra
+    )
     logprobs_all = torch.log_softmax(output.logits[:, -1].float(), dim=-1)  # (N, V)
     if k > logprobs_all.shape[-1]:
         raise ValueError(f"k={k} exceeds the vocabulary size {logprobs_all.shape[-1]}")
@@ -234,6 +237,7 @@ def explore_batch(
             ).reshape(len(chunk), k)
 
             for row, index in enumerate(chunk):
+                point = slice(row * k, (row + 1) * k)
                 probs = top_probs[row].cpu()
                 results.append(
                     ExplorationResult(
@@ -243,10 +247,7 @@ def explore_batch(
                         logprobs=top_logprobs[row].cpu(),
                         rewards=rewards[row],
                         advantages=advantages(probs, rewards[row]),
-                        continuations=[
-                            text[boundary:]
-                            for text, boundary in zip(texts[row * k : (row + 1) * k], boundaries[row * k : (row + 1) * k])
-                        ],
+                        continuations=[text[boundary:] for text, boundary in zip(texts[point], boundaries[point])],
                     )
                 )
         return results

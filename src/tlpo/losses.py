@@ -50,7 +50,8 @@ def _logits_at(model, input_ids, attention_mask, positions) -> torch.Tensor:
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": _position_ids(attention_mask)}
     if _accepts_logits_to_keep(model):
         distinct_positions, slot = torch.unique(positions, return_inverse=True)
-        logits = model(**kwargs, logits_to_keep=distinct_positions, use_cache=False).logits  # (B, P, V), P distinct positions
+        # (B, P, V) for the P distinct positions
+        logits = model(**kwargs, logits_to_keep=distinct_positions, use_cache=False).logits
         return logits[batch_index, slot]
     logits = model(**kwargs, use_cache=False).logits  # (B, L, V)
     return logits[batch_index, positions]
@@ -134,7 +135,9 @@ def plain_candidate_logprobs(
             sequences[row, : lengths[row]] = prefix
             sequences[row, lengths[row]] = candidate_ids[row, k]
             mask[row, : lengths[row] + 1] = 1
-        logits = model(input_ids=sequences, attention_mask=mask, position_ids=_position_ids(mask), use_cache=False).logits
+        logits = model(
+            input_ids=sequences, attention_mask=mask, position_ids=_position_ids(mask), use_cache=False
+        ).logits
         logprobs = F.log_softmax(logits.float(), dim=-1)  # (B, pad_to, V)
         columns.append(logprobs[batch_index, read_at, candidate_ids[:, k]])
     return torch.stack(columns, dim=1)  # (B, K)
