@@ -228,3 +228,12 @@ def test_train_cli_flags_override_yaml(model_dir, tmp_path):
     assert config.beta == 0.2
     assert config.learning_rate == 0.001
     assert config.temperature == 0.6
+
+
+def test_unsupported_tokenizer_decoder_fails(model_dir, tmp_path):
+    from tokenizers import decoders
+
+    model, tokenizer = load_tiny_model(model_dir)
+    tokenizer.backend_tokenizer.decoder = decoders.WordPiece()
+    with pytest.raises(PromptDataError, match="unsupported tokenizer decoder 'WordPiece'"):
+        TLPOTrainer(model, tiny_config(tmp_path), train_dataset=PROMPTS, processing_class=tokenizer)

@@ -42,7 +42,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from tlpo.alignment import char_to_token, decode_with_spans
 from tlpo.config import TLPOConfig
-from tlpo.data import context_length, encode_prompts, validate_rows
+from tlpo.data import PromptDataError, context_length, encode_prompts, validate_rows
 from tlpo.detection import detect
 from tlpo.exploration import explore_batch
 from tlpo.losses import candidate_logprobs, tlpo_loss
@@ -178,6 +178,12 @@ class TLPOTrainer(Trainer):
             where="train_dataset",
         )
         self.prompt_languages = [row.language for row in rows]
+        # Confusion points are mapped to tokens through the tokenizer's decoder; fail now,
+        # not at the first confused rollout, when that decoder is not supported.
+        try:
+            decode_with_spans(processing_class, self.prompt_ids[0])
+        except ValueError as error:
+            raise PromptDataError(f"the tokenizer cannot be used for TLPO: {error}") from None
 
         if peft_config is not None:
             if ref_model is not None:
