@@ -56,7 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-layers", type=int, default=4, help="transformer blocks (default 4)")
     parser.add_argument("--num-heads", type=int, default=4, help="attention heads (default 4)")
     parser.add_argument("--vocab-size", type=int, default=8000, help="vocabulary size (default 8000)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    # One thread gives the most repeatable ratio on a shared machine: with two threads
+    # and other jobs on the same two cores, CPU time per run grew fourfold.
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument(
         "--repeats", type=int, default=5, help="timed runs of the one-prefix way, reporting the median (default 5)"
     )

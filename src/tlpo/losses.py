@@ -6,7 +6,7 @@ update position `c - 1` of each confused response, over the K candidate tokens e
 there. Because all K candidates share one prefix and the loss reads one position, a
 single forward pass of the prefix gives every candidate's log-probability at once
 (`candidate_logprobs`). `plain_candidate_logprobs` runs one padded full sequence per
-candidate instead. It gives the same values and gradients at about K times the cost,
+candidate instead. It gives the same values and gradients at K or more times the cost,
 and exists for tests and the speed benchmark.
 
 Shapes: B confusion points (update positions), K candidates per point, L sequence length,
@@ -44,7 +44,7 @@ def _logits_at(model, input_ids, attention_mask, positions) -> torch.Tensor:
     """Run one forward pass and return the logits at `positions`, shape (B, V).
 
     When the model supports `logits_to_keep`, only the distinct requested positions go
-    through the output projection, which for large vocabularies is most of the cost.
+    through the output projection, which avoids a (B, L, V) logits tensor.
     """
     batch_index = torch.arange(input_ids.shape[0], device=input_ids.device)
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": _position_ids(attention_mask)}
