@@ -17,6 +17,15 @@ CORPUS = [
 ] * 20
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Run these tiny models on one thread: on shared cores, two threads made them 5x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     backend = Tokenizer(models.BPE())

@@ -12,6 +12,15 @@ from tlpo.losses import candidate_logprobs, plain_candidate_logprobs, tlpo_loss
 VOCAB = 96
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Run these tiny models on one thread: on shared cores, two threads made them 5x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _tiny_llama(seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
