@@ -364,3 +364,12 @@ def test_plan_batches_token_budget():
     assert plan_batches(prompt_ids, 4, max_new_tokens=100, max_batch_tokens=800) == [[1, 3], [5, 4, 2, 0]]
     # A prompt longer than the budget still gets a batch of its own.
     assert plan_batches(prompt_ids, 4, max_new_tokens=100, max_batch_tokens=100) == [[1], [3], [5], [4], [2], [0]]
+
+
+def test_torn_header_is_rewritten(tiny_model, test_sets, tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("id,model,compl", encoding="utf-8")
+    counts = run_generation(tiny_model, test_sets, out, languages=["ja"], max_new_tokens=4, progress=False)
+    assert counts["generated"] == 2
+    assert out.read_text(encoding="utf-8").startswith("id,model,completion,task,source,language\n")
+    assert len(read_rows(out)) == 2

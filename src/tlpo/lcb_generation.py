@@ -210,8 +210,8 @@ def read_completed_rows(path: Path, model_name: str) -> tuple[dict[tuple, str], 
     data = path.read_bytes()
     text = data.decode("utf-8", errors="replace")
     header = _format_row(OUTPUT_COLUMNS)
-    if not text:
-        return {}, 0
+    if header.startswith(text):
+        return {}, 0  # empty, or only part of the header was written before a kill
     if not text.startswith(header):
         raise ValueError(
             f"{path} exists but does not start with the LCB header "
