@@ -167,6 +167,19 @@ def test_eos_candidate_ends_response(model, tokenizer):
     assert sorted(result.candidate_ids.tolist()) == list(range(len(tokenizer)))
 
 
+def test_candidate_completing_split_character(model, tokenizer):
+    # "鼇" is not in the vocabulary, so its UTF-8 bytes span several tokens. With the
+    # confusion point at the last of them, the candidate equal to that token completes
+    # the character from bytes in the prefix, owns it, and is judged by it.
+    context, start = _context(tokenizer, "날씨 어때요?", "안녕 鼇")
+    completing_token = context[-1].item()
+    assert "鼇" not in tokenizer.decode(context[start:-1])
+    result = explore_candidates(model, tokenizer, context, start, len(context) - 1, "ko", k=len(tokenizer))
+    index = result.candidate_ids.tolist().index(completing_token)
+    assert result.continuations[index].startswith("鼇")
+    assert result.rewards[index].item() == -1.0
+
+
 def test_exploration_restores_training_mode(model, tokenizer):
     context, start = _context(tokenizer, "hi", "안녕하세요 你好")
     model.train()
