@@ -11,7 +11,7 @@ Cost per batch of N confusion points: one forward pass of the N left-padded pref
 gives the top-K distributions. Then `extension_tokens` single-token steps run N * K rows
 on the prefixes' key/value cache, and the detector runs once per candidate.
 
-How a candidate is judged: the detector sees the candidate and its extension decoded
+How a candidate is judged: the detector runs on the candidate and its extension decoded
 together with the response before them, from the start of the line that contains the
 confusion point, as one id sequence. The candidate fails when a wrong-language span
 ends after the first character the candidate owns. Judging the new text in context,
@@ -113,7 +113,7 @@ def _top_k_and_extend(model, prefixes, *, k, extension_tokens, pad_id, stop_ids)
     )
     logprobs_all = torch.log_softmax(output.logits[:, -1].float(), dim=-1)  # (N, V)
     if k > logprobs_all.shape[-1]:
-        raise ValueError(f"k={k} exceeds the vocabulary size {logprobs_all.shape[-1]}")
+        raise ValueError(f"k={k} exceeds the vocabulary size {logprobs_all.shape[-1]}; pass a smaller k")
     top_logprobs, top_ids = logprobs_all.topk(k, dim=-1)  # (N, K), sorted descending
     num_points = len(prefixes)
 
