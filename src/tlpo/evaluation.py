@@ -83,7 +83,8 @@ def sample_responses(
 
     responses: list[list[str]] = []
     try:
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        cuda_devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(seed)
             batches = range(0, len(texts), batch_size)
             for start in tqdm(batches, desc="generating", unit="batch", disable=not progress):
