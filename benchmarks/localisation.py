@@ -55,6 +55,9 @@ SEGMENT_CHARACTERS = 8  # characters taken from a Chinese or Japanese source pro
 
 _NO_SPACE_LANGUAGES = {"zh", "ja"}
 
+# A word belongs to a language's lexicon when at least this many of its prompts use it.
+LEXICON_MIN_PROMPTS = 2
+
 
 @dataclass
 class Case:
@@ -104,8 +107,13 @@ def make_segment(prompt: str, source: str) -> tuple[str, int] | None:
     return segment, len(words[0])
 
 
-def splice(prompt: str, segment: str, language: str, rng: random.Random) -> tuple[str, int]:
-    """Insert segment into prompt at a random word boundary; return the text and the segment's offset."""
+def splice(
+    prompt: str, segment: str, language: str, rng: random.Random, avoid_after: frozenset[str] = frozenset()
+) -> tuple[str, int]:
+    """Insert segment into prompt at a random word boundary; return the text and the segment's offset.
+
+    Boundaries right after a word in `avoid_after` are not used, unless no other is left.
+    """
     if language in _NO_SPACE_LANGUAGES:
         # Any boundary between two characters of the first line, or its start.
         # Any boundary of the first line that does not touch a Latin letter or a digit, so
@@ -119,6 +127,9 @@ def splice(prompt: str, segment: str, language: str, rng: random.Random) -> tupl
         position = rng.choice(boundaries or [0])
         return prompt[:position] + segment + prompt[position:], position
     boundaries = [0] + [m.end() for m in regex.finditer(r"[^\S\n]+", prompt)]
+    if avoid_after:
+        clear = [b for b in boundaries if _last_word(prompt[max(0, b - 40) : b]) not in avoid_after]
+        boundaries = clear or boundaries
     position = rng.choice(boundaries)
     text = prompt[:position] + segment + " " + prompt[position:]
     return text, position
@@ -128,20 +139,60 @@ def _is_latin_or_digit(char: str) -> bool:
     return char.isascii() and char.isalnum()
 
 
-def build_cases(prompts: dict[str, list[str]], per_language: int, seed: int = 0) -> list[Case]:
-    """Build clean and spliced cases: up to `per_language` prompts per (target, source) row."""
+_WORD = regex.compile(r"[\p{L}\p{M}]+(?:['’-][\p{L}\p{M}]+)*")
+
+
+def corpus_lexicon(prompts: list[str], min_prompts: int = LEXICON_MIN_PROMPTS) -> frozenset[str]:
+    """The lower-cased words that occur in at least `min_prompts` of the given prompts."""
+    counts: dict[str, int] = defaultdict(int)
+    for prompt in prompts:
+        for word in {w.lower() for w in _WORD.findall(prompt)}:
+            counts[word] += 1
+    return frozenset(word for word, count in counts.items() if count >= min_prompts)
+
+
+def _first_word(text: str) -> str:
+    match = _WORD.search(text)
+    return match.group().lower() if match else ""
+
+
+def _last_word(text: str) -> str:
+    words = _WORD.findall(text)
+    return words[-1].lower() if words else ""
+
+
+def build_cases(
+    prompts: dict[str, list[str]], per_language: int, seed: int = 0, clear_boundaries: bool = True
+) -> list[Case]:
+    """Build clean and spliced cases: up to `per_language` prompts per (target, source) row.
+
+    With `clear_boundaries` (the default), a splice between two Latin-script languages
+    only uses a segment whose first word is not a word of the target language, at a
+    position whose preceding word is not a word of the source language, both by
+    `corpus_lexicon` of that language's prompts. Otherwise the boundary is ambiguous
+    by construction ("A" and "In" start English segments and are Portuguese and German
+    words too) and the first word of the segment is not a well-defined answer.
+    """
     rng = random.Random(seed)
     rows = [(language, "en" if language != "en" else ENGLISH_SOURCE_FOR_ENGLISH) for language in sorted(prompts)]
     rows += [pair for pair in SCRIPT_PAIRS if pair[0] in prompts and pair[1] in prompts]
+    lexicons: dict[str, frozenset[str]] = {}
     cases = []
     for language, source in rows:
         ignore_english = not (source == "en" and not is_latin_script(language))
         targets = list(prompts[language])
         rng.shuffle(targets)
         sources = [s for s in (make_segment(p, source) for p in prompts[source]) if s is not None]
+        source_lexicon: frozenset[str] = frozenset()
+        if clear_boundaries and is_latin_script(language) and is_latin_script(source):
+            for code in (language, source):
+                if code not in lexicons:
+                    lexicons[code] = corpus_lexicon(prompts[code])
+            sources = [s for s in sources if _first_word(s[0]) not in lexicons[language]]
+            source_lexicon = lexicons[source]
         for prompt in targets[:per_language]:
             segment, first_word_length = rng.choice(sources)
-            spliced, start = splice(prompt, segment, language, rng)
+            spliced, start = splice(prompt, segment, language, rng, avoid_after=source_lexicon)
             cases.append(Case(language, source, prompt, spliced, start, start + first_word_length, ignore_english))
     return cases
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tlpo import detection
 from tlpo.detection import ConfusionReport, Span, detect, detect_batch, pass_rates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +259,47 @@ def test_word_lid_skips_urls():
     assert detect(text, "fr").passed
 
 
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("No anime Attack on Titan, quem é o personagem principal da série?", "pt"),
+        ("Escreva uma resenha do livro The Old Man and the Sea de Ernest Hemingway.", "pt"),
+        ("Erkläre die Grundlagen von Cloud Computing für Anfänger.", "de"),
+    ],
+)
+def test_word_lid_title_runs_are_names(text, language):
+    assert detect(text, language).passed
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "span"),
+    [
+        # The run starts at "When", which the English function-word prior pulls in.
+        ("Schreiben Sie einen Aufsatz über When do we use spatial data in der Praxis?", "de", "When do we use spatial data"),
+        # A line is taken to start in the target, so "O" stays Portuguese.
+        ("O What is the capital of France e por quê?", "pt", "What is the capital of France e"),
+        ("Bonjour à tous.\nWhat is the capital of France? Je ne sais pas.", "fr", "What is the capital of"),
+    ],
+)
+def test_word_lid_run_starts(text, language, span):
+    report = detect(text, language)
+    assert report.first_confusion == text.index(span)
+    assert spans_of(report) == [(span, "en")]
+
+
+def test_word_lid_long_text_uses_fasttext_words(monkeypatch):
+    text = (
+        "Je voudrais écrire un article sur la cuisine française. " * 3
+        + "Write a short story about a dog who learns to swim. "
+        + "Merci beaucoup pour votre aide précieuse."
+    )
+    span = "Write a short story about a dog who learns to swim"
+    assert spans_of(detect(text, "fr")) == [(span, "en")]
+    # Above the limit the words are scored by fastText alone, without bigrams.
+    monkeypatch.setattr(detection, "LINGUA_WORD_LIMIT", 10)
+    assert spans_of(detect(text, "fr")) == [(span, "en")]
+
+
 # --- interface ------------------------------------------------------------------------------
 
 
@@ -337,6 +379,25 @@ def localisation_results(lcb_dir):
     return {row["splice"]: row for row in benchmark.evaluate(cases)}
 
 
+# Seeds pooled for the Latin-script rows: one seed's hit rate moves by about 3 points,
+# and Portuguese sits within that of its floor, so one seed would pass or fail by chance.
+LATIN_SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def latin_localisation_results(lcb_dir):
+    benchmark = _load_benchmark()
+    prompts = benchmark.load_prompts(lcb_dir)
+    pooled: dict[str, dict] = {}
+    for seed in LATIN_SEEDS:
+        cases = [c for c in benchmark.build_cases(prompts, per_language=300, seed=seed) if benchmark.is_latin_script(c.language)]
+        for row in benchmark.evaluate(cases):
+            total = pooled.setdefault(row["splice"], {"hit_pct": 0.0, "false_flag_pct": 0.0})
+            total["hit_pct"] += row["hit_pct"] / len(LATIN_SEEDS)
+            total["false_flag_pct"] += row["false_flag_pct"] / len(LATIN_SEEDS)
+    return pooled
+
+
 def test_localisation_own_script_floors(localisation_results):
     rows = [r for r in localisation_results.values() if r["script"] == "own"]
     assert len(rows) == 12
@@ -345,13 +406,8 @@ def test_localisation_own_script_floors(localisation_results):
         assert row["false_flag_pct"] <= 2.0, row
 
 
-def test_localisation_latin_levels(localisation_results):
-    rows = [r for r in localisation_results.values() if r["script"] == "Latin"]
-    assert len(rows) == 9
-    for row in rows:
-        assert row["false_flag_pct"] <= 12.0, row
-        # TODO: not every Latin-script row reaches the 85% hit floor (docs/DETECTION.md
-        # lists them), so these bounds only guard against regressions.
-        assert row["hit_pct"] >= 70.0, row
-    mean_hits = sum(r["hit_pct"] for r in rows) / len(rows)
-    assert mean_hits >= 85.0
+def test_localisation_latin_floors(latin_localisation_results):
+    assert len(latin_localisation_results) == 9
+    for splice, row in latin_localisation_results.items():
+        assert row["hit_pct"] >= 85.0, (splice, row)
+        assert row["false_flag_pct"] <= 5.0, (splice, row)

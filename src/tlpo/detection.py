@@ -416,6 +416,26 @@ _LATIN_WORD = regex.compile(r"\p{Latin}[\p{Latin}\p{M}]*(?:['’-]\p{Latin}[\p{L
 
 _CACHE_LIMIT = 200_000
 
+# English function words that are not words of the other WORD_LID_LANGUAGES ("was",
+# "an", "will" are German, "do" is Portuguese, "has" Spanish, "on" French, "can"
+# Turkish, so they are left out). English is the language that multilingual models
+# fall back to, and `lingua` gives these short words only weak English scores, so
+# they get ENGLISH_FUNCTION_WORD_BONUS (nats) for the English state.
+ENGLISH_FUNCTION_WORDS = frozenset(
+    """
+    the and of what which how does did you your we our they their this that these those
+    is are were with about would should could been have had who where when why from
+    it its be there here
+    """.split()
+)
+ENGLISH_FUNCTION_WORD_BONUS = 1.0
+# Labels read from fastText per bigram; a state outside them scores PROBABILITY_FLOOR.
+FASTTEXT_LABELS = 20
+# A text with more Latin words than this scores the words that `lingua` has not seen
+# before with fastText instead, which is about 10 times faster per word and less
+# accurate (docs/DETECTION.md, "Speed").
+LINGUA_WORD_LIMIT = 20_000
+
 
 class _WordModel:
     """Per-language log scores of words and bigrams for one Latin-script target, cached."""
@@ -427,11 +447,23 @@ class _WordModel:
         self.states = (language, *(code for code in WORD_LID_LANGUAGES if code != language))
         self.fasttext = load_model()
         self.lingua = _lingua_detector(self.states)
+        # The state that ENGLISH_FUNCTION_WORDS favour; None for an English target.
+        self.english = self.states.index("en") if language != "en" else None
         self._word_cache: dict[str, tuple[float, ...]] = {}
         self._bigram_cache: dict[str, tuple[float, ...]] = {}
+        self._fasttext_word_cache: dict[str, tuple[float, ...]] = {}
 
-    def word_scores(self, word: str) -> tuple[float, ...]:
+    def word_scores(self, word: str, lingua: bool = True) -> tuple[float, ...]:
+        """Log scores of one word: from `lingua`, or from fastText when `lingua` is
+        False or lacks the target. Only `lingua` scores are cached."""
         scores = self._word_cache.get(word)
+        if scores is None and not (lingua and self.lingua is not None):
+            scores = self._fasttext_word_cache.get(word)
+            if scores is None:
+                scores = self._log_scores(self._fasttext_probabilities(word.lower(), FASTTEXT_LABELS))
+                if len(self._fasttext_word_cache) < _CACHE_LIMIT:
+                    self._fasttext_word_cache[word] = scores
+            return scores
         if scores is None:
             if self.lingua is not None:
                 detector, codes = self.lingua
@@ -450,13 +482,13 @@ class _WordModel:
     def bigram_scores(self, bigram: str) -> tuple[float, ...]:
         scores = self._bigram_cache.get(bigram)
         if scores is None:
-            scores = self._log_scores(self._fasttext_probabilities(bigram))
+            scores = self._log_scores(self._fasttext_probabilities(bigram, FASTTEXT_LABELS))
             if len(self._bigram_cache) < _CACHE_LIMIT:
                 self._bigram_cache[bigram] = scores
         return scores
 
-    def _fasttext_probabilities(self, text: str) -> dict[str, float]:
-        labels, probabilities = self.fasttext.predict(text, k=-1)
+    def _fasttext_probabilities(self, text: str, k: int = -1) -> dict[str, float]:
+        labels, probabilities = self.fasttext.predict(text, k=k)
         return {label[9:]: p for label, p in zip(labels, probabilities)}
 
     def _log_scores(self, probabilities: dict[str, float]) -> tuple[float, ...]:
@@ -494,7 +526,7 @@ def _viterbi_languages(rows: list[tuple[float, ...]]) -> list[int]:
     Paths start in the target for free and in another language at half SWITCH_COST.
     """
     states = range(len(rows[0]))
-    scores = [rows[0][k] - (0.0 if k == 0 else SWITCH_COST / 2) for k in states]
+    scores = [rows[0][k] - (0.0 if k == 0 else SWITCH_COST) for k in states]
     back: list[list[int]] = []
     for row in rows[1:]:
         best = max(states, key=scores.__getitem__)
@@ -538,26 +570,36 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
         return words
 
     model = _word_model(target.language)
+    long_text = sum(len(line_words) for line_words in by_line.values()) > LINGUA_WORD_LIMIT
     for line_words in by_line.values():
         tokens = [text[w.start : w.end] for w in line_words]
         rows = []
         # Acronyms ("SSD", "NLP") carry no language, so they score the same in every state.
         neutral = (0.0,) * len(model.states)
-        word_rows = [neutral if _is_acronym(token) else model.word_scores(token) for token in tokens]
-        for i, token in enumerate(tokens):
+        word_rows = [neutral if _is_acronym(token) else model.word_scores(token, lingua=not long_text) for token in tokens]
+        if model.english is not None:
+            for i, token in enumerate(tokens):
+                if token.lower() in ENGLISH_FUNCTION_WORDS:
+                    row = list(word_rows[i])
+                    row[model.english] += ENGLISH_FUNCTION_WORD_BONUS
+                    word_rows[i] = tuple(row)
+        # bigrams[i] scores tokens i and i + 1 together; a long text goes without them,
+        # for speed (see LINGUA_WORD_LIMIT).
+        bigrams = [
+            None if long_text else model.bigram_scores(f"{tokens[i]} {tokens[i + 1]}".lower())
+            for i in range(len(tokens) - 1)
+        ]
+        bigrams.append(None)
+        for i in range(len(tokens)):
             row = list(word_rows[i])
-            context = []
-            if i + 1 < len(tokens):
-                context.append(model.bigram_scores(f"{token} {tokens[i + 1]}".lower()))
-            if i > 0:
-                context.append(model.bigram_scores(f"{tokens[i - 1]} {token}".lower()))
+            context = [c for c in (bigrams[i], bigrams[i - 1] if i > 0 else None) if c is not None]
             for k in range(len(row)):
                 if context:
                     row[k] += CONTEXT_WEIGHT * sum(c[k] for c in context) / len(context)
             row[0] += TARGET_PRIOR
             rows.append(tuple(row))
         path = _viterbi_languages(rows)
-        _mark_foreign_runs(line_words, path, model.states, word_rows)
+        _mark_foreign_runs(line_words, path, model.states, word_rows, tokens)
         words.extend(line_words)
     words.sort(key=lambda w: w.start)
     return words
@@ -568,7 +610,11 @@ def _is_acronym(token: str) -> bool:
 
 
 def _mark_foreign_runs(
-    line_words: list[_Word], path: list[int], states: tuple[str, ...], word_rows: list[tuple[float, ...]]
+    line_words: list[_Word],
+    path: list[int],
+    states: tuple[str, ...],
+    word_rows: list[tuple[float, ...]],
+    tokens: list[str],
 ) -> None:
     """Fail the words of every foreign run of at least MIN_FOREIGN_RUN words.
 
@@ -585,16 +631,33 @@ def _mark_foreign_runs(
         end = index
         while end < len(line_words) and path[end] != 0:
             end += 1
-        if end - index >= MIN_FOREIGN_RUN:
+        if end - index >= MIN_FOREIGN_RUN and not _is_title(tokens[index:end]):
             language = path[index]
             start = index
-            while start > 0 and path[start - 1] == 0 and word_rows[start - 1][language] - word_rows[start - 1][0] >= BACKWARD_MARGIN:
+            while (
+                start > 0
+                and path[start - 1] == 0
+                and word_rows[start - 1][language] - word_rows[start - 1][0] >= BACKWARD_MARGIN
+                and len(tokens[start - 1]) > 1
+            ):
                 start -= 1
                 path[start] = language
             for word, state in zip(line_words[start:end], path[start:end]):
                 word.verdict = "fail"
                 word.detected = states[state]
         index = end
+
+
+# Lower-case words that may join the capitalised words of a name or title
+# ("Attack on Titan", "The Old Man and the Sea", "Hunter x Hunter").
+TITLE_CONNECTORS = frozenset(
+    "of on in the and for to a an at by x de da do dos das del della di du des la le les von van der den y e et".split()
+)
+
+
+def _is_title(tokens: list[str]) -> bool:
+    """Return whether words form a name or title: every word capitalised or a connector."""
+    return any(t[:1].isupper() for t in tokens) and all(t[:1].isupper() or t in TITLE_CONNECTORS for t in tokens)
 
 
 # ---------------------------------------------------------------------------------------
