@@ -237,3 +237,34 @@ def test_unsupported_tokenizer_decoder_fails(model_dir, tmp_path):
     tokenizer.backend_tokenizer.decoder = decoders.WordPiece()
     with pytest.raises(PromptDataError, match="unsupported tokenizer decoder 'WordPiece'"):
         TLPOTrainer(model, tiny_config(tmp_path), train_dataset=PROMPTS, processing_class=tokenizer)
+
+
+def test_gradient_accumulation_matches_batch(model_dir, tmp_path):
+    # Accumulating 2 batches of 1 prompt rolls out the same prompts with the same seeds
+    # as 1 batch of 2, and trains once on all their points. SGD keeps float round-off
+    # from the different batching small (Adam would magnify it for near-zero gradients).
+    weights, items = {}, {}
+    for name, batch, accumulation in (("batch", 2, 1), ("accumulated", 1, 2)):
+        model, tokenizer = load_tiny_model(model_dir)
+        config = tiny_config(
+            tmp_path / name,
+            max_steps=2,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            optim="sgd",
+            learning_rate=0.5,
+            weight_decay=0.0,
+        )
+        trainer = TLPOTrainer(model, config, train_dataset=PROMPTS, processing_class=tokenizer)
+        trainer.train()
+        weights[name] = parameters_of(trainer.model)
+        logs = [entry for entry in trainer.state.log_history if "update/items" in entry]
+        assert [entry["step"] for entry in logs] == [1, 2]
+        items[name] = [entry["update/items"] for entry in logs]
+
+    assert items["accumulated"] == items["batch"]
+    assert items["batch"][0] > 0
+    initial = parameters_of(load_tiny_model(model_dir)[0])
+    assert max((weights["batch"][name] - initial[name]).abs().max().item() for name in initial) > 1e-3
+    for name, value in weights["batch"].items():
+        torch.testing.assert_close(weights["accumulated"][name], value, rtol=0, atol=1e-5, msg=name)
