@@ -12,6 +12,16 @@ benchmark: English into every non-English target, French into English, and one
 foreign-script pair per own-script target (Han into ko, Hangul into zh and ja,
 Cyrillic into ar, Arabic into ru, Han into hi).
 
+Clear boundaries: this check applies when target and source are both Latin-script
+languages. A segment qualifies only when its first word is not a word of the target
+language, and a splice point only when the word before it is not a word of the source
+language. "A word of a
+language" means a lower-cased word used by at least two of that language's LCB prompts
+(`corpus_lexicon`), so the check does not depend on the detector. Without it, an
+English segment starting with "A" in Portuguese or "In" in German, or a splice after a
+French "comment", has no single right answer for its first foreign word.
+`--any-boundary` turns the check off.
+
 Detector options: the English splices into own-script targets run with
 `ignore_english=False`, because the default `ignore_english=True` skips every ASCII
 word and so could never find them. Their false-flag column is measured with the same
@@ -143,7 +153,7 @@ _WORD = regex.compile(r"[\p{L}\p{M}]+(?:['’-][\p{L}\p{M}]+)*")
 
 
 def corpus_lexicon(prompts: list[str], min_prompts: int = LEXICON_MIN_PROMPTS) -> frozenset[str]:
-    """The lower-cased words that occur in at least `min_prompts` of the given prompts."""
+    """Return the lower-cased words that occur in at least `min_prompts` of the given prompts."""
     counts: dict[str, int] = defaultdict(int)
     for prompt in prompts:
         for word in {w.lower() for w in _WORD.findall(prompt)}:
@@ -167,11 +177,11 @@ def build_cases(
     """Build clean and spliced cases: up to `per_language` prompts per (target, source) row.
 
     With `clear_boundaries` (the default), a splice between two Latin-script languages
-    only uses a segment whose first word is not a word of the target language, at a
-    position whose preceding word is not a word of the source language, both by
-    `corpus_lexicon` of that language's prompts. Otherwise the boundary is ambiguous
-    by construction ("A" and "In" start English segments and are Portuguese and German
-    words too) and the first word of the segment is not a well-defined answer.
+    uses only segments whose first word is not a word of the target language. It also
+    uses only positions whose preceding word is not a word of the source language. Both
+    checks use `corpus_lexicon` of that language's prompts. Without them the boundary
+    can be ambiguous by construction: "A" and "In" start English segments and are
+    Portuguese and German words too, so the segment's first word is no single answer.
     """
     rng = random.Random(seed)
     rows = [(language, "en" if language != "en" else ENGLISH_SOURCE_FOR_ENGLISH) for language in sorted(prompts)]
@@ -270,10 +280,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="prompts per (target, source) row (default 100; each LCB language has 100-300)")
     parser.add_argument("--seed", type=int, default=0, help="seed for prompt order, segments and splice points")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--any-boundary", action="store_true",
+                        help="splice Latin-script segments at any word boundary, even where the first "
+                             "foreign word is also a target-language word")
     args = parser.parse_args(argv)
 
     prompts = load_prompts(args.lcb_dir)
-    cases = build_cases(prompts, args.per_language, args.seed)
+    cases = build_cases(prompts, args.per_language, args.seed, clear_boundaries=not args.any_boundary)
     started = time.perf_counter()
     results = evaluate(cases, progress=True)
     elapsed = time.perf_counter() - started

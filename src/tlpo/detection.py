@@ -393,12 +393,15 @@ def _script_rule_words(text: str, target: _Target, ignore_english: bool) -> list
 # WORD_LID_LANGUAGES. A word's log score for state L is
 #     log(p_word(L) + PROBABILITY_FLOOR)
 #     + CONTEXT_WEIGHT * mean over the word's two bigrams of log(p_bigram(L) + PROBABILITY_FLOOR)
-#     + TARGET_PRIOR if L is the target,
+#     + TARGET_PRIOR if L is the target
+#     + ENGLISH_FUNCTION_WORD_BONUS if L is English and the word is in ENGLISH_FUNCTION_WORDS,
 # where p_word comes from `lingua` (confidence values over the states) and p_bigram
-# from fastText lid.176. Changing language costs SWITCH_COST, so one ambiguous word
-# does not flip the label, and a foreign run must be one language throughout. A
-# foreign run of at least MIN_FOREIGN_RUN words is confusion, extended backwards as
-# `_mark_foreign_runs` describes. The values were chosen
+# from fastText lid.176. Acronyms score 0 in every state. Changing language costs
+# SWITCH_COST, and so does starting a line in a language other than the target, so one
+# ambiguous word does not flip the label. A foreign run of at least MIN_FOREIGN_RUN
+# words is confusion unless it is a title or name (`_is_title`), and it is extended
+# backwards as `_mark_foreign_runs` describes. A text of more than LINGUA_WORD_LIMIT
+# Latin words is scored by a faster, less accurate variant. The values were chosen
 # on benchmarks/localisation.py; docs/DETECTION.md lists the measurements.
 
 # Latin-script languages that a word can be attributed to besides the target: the
@@ -417,23 +420,23 @@ _LATIN_WORD = regex.compile(r"\p{Latin}[\p{Latin}\p{M}]*(?:['’-]\p{Latin}[\p{L
 _CACHE_LIMIT = 200_000
 
 # English function words that are not words of the other WORD_LID_LANGUAGES ("was",
-# "an", "will" are German, "do" is Portuguese, "has" Spanish, "on" French, "can"
-# Turkish, so they are left out). English is the language that multilingual models
-# fall back to, and `lingua` gives these short words only weak English scores, so
-# they get ENGLISH_FUNCTION_WORD_BONUS (nats) for the English state.
+# "an" and "will" are German, "do" Portuguese, "has" Spanish, "on" French, "can" and
+# "it" Turkish, so they are left out). `lingua` gives such short words weak English
+# scores, and English inside another language is the main case this detector is for,
+# so they get ENGLISH_FUNCTION_WORD_BONUS (nats) in the English state.
 ENGLISH_FUNCTION_WORDS = frozenset(
     """
     the and of what which how does did you your we our they their this that these those
     is are were with about would should could been have had who where when why from
-    it its be there here
+    its be there here
     """.split()
 )
 ENGLISH_FUNCTION_WORD_BONUS = 1.0
 # Labels read from fastText per bigram; a state outside them scores PROBABILITY_FLOOR.
 FASTTEXT_LABELS = 20
 # A text with more Latin words than this scores the words that `lingua` has not seen
-# before with fastText instead, which is about 10 times faster per word and less
-# accurate (docs/DETECTION.md, "Speed").
+# before with fastText instead and leaves out the bigrams. That is several times faster
+# per word and less accurate (docs/DETECTION.md, "Speed").
 LINGUA_WORD_LIMIT = 20_000
 
 
@@ -454,8 +457,8 @@ class _WordModel:
         self._fasttext_word_cache: dict[str, tuple[float, ...]] = {}
 
     def word_scores(self, word: str, lingua: bool = True) -> tuple[float, ...]:
-        """Log scores of one word: from `lingua`, or from fastText when `lingua` is
-        False or lacks the target. Only `lingua` scores are cached."""
+        """Return the log scores of one word: from `lingua`, or from fastText when
+        `lingua` is False or the detector lacks the target. Both are cached, apart."""
         scores = self._word_cache.get(word)
         if scores is None and not (lingua and self.lingua is not None):
             scores = self._fasttext_word_cache.get(word)
@@ -523,7 +526,8 @@ def _word_model(language: str) -> _WordModel:
 def _viterbi_languages(rows: list[tuple[float, ...]]) -> list[int]:
     """Decode the HMM; return each word's state index (0 is the target).
 
-    Paths start in the target for free and in another language at half SWITCH_COST.
+    Paths start in the target for free and in another language at SWITCH_COST, as if
+    the line had switched into it.
     """
     states = range(len(rows[0]))
     scores = [rows[0][k] - (0.0 if k == 0 else SWITCH_COST) for k in states]
@@ -618,10 +622,13 @@ def _mark_foreign_runs(
 ) -> None:
     """Fail the words of every foreign run of at least MIN_FOREIGN_RUN words.
 
-    A run is first extended backwards over words that on their own favour the run's
+    A run made only of capitalised words and connectors is a title or name ("Attack on
+    Titan", "Texas Hill Country") and passes. Otherwise the run is first extended
+    backwards over words of two or more letters that on their own favour the run's
     language over the target by at least BACKWARD_MARGIN (nats). This is needed because
     the switch cost makes Viterbi start a run late when its first words are only mildly
-    foreign ("Generate a 200-word story" inside German).
+    foreign ("Generate a 200-word story" inside German). One-letter words ("a", "o",
+    "y") carry almost no evidence of their language and are left to Viterbi.
     """
     index = 0
     while index < len(line_words):
@@ -656,7 +663,7 @@ TITLE_CONNECTORS = frozenset(
 
 
 def _is_title(tokens: list[str]) -> bool:
-    """Return whether words form a name or title: every word capitalised or a connector."""
+    """Return whether words form a name or title: all capitalised or connectors, at least one capitalised."""
     return any(t[:1].isupper() for t in tokens) and all(t[:1].isupper() or t in TITLE_CONNECTORS for t in tokens)
 
 
