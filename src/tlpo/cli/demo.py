@@ -41,11 +41,13 @@ DEMO_SETTINGS = {
     "temperature": 0.7,
     # The model's responses are three numbered lines of at most 40 characters each.
     "max_new_tokens": 64,
-    # 8 prompts x 8 responses per step. items_per_step is above what a step can mine, so
+    # 16 prompts x 8 responses per step. items_per_step is above what a step can mine, so
     # every mined point trains in the step that mined it (on-policy).
-    "per_device_train_batch_size": 8,
-    "items_per_step": 8 * 8 * 16,
-    "rollout_batch_size": 64,
+    "per_device_train_batch_size": 16,
+    "items_per_step": 16 * 8 * 16,
+    "rollout_batch_size": 128,
+    # The Trainer prints every logged step; every fifth keeps the console readable.
+    "logging_steps": 5,
 }
 DEFAULT_STEPS = 30
 EVAL_TEMPERATURE = 0.7
