@@ -46,8 +46,9 @@ DEMO_SETTINGS = {
     "per_device_train_batch_size": 16,
     "items_per_step": 16 * 8 * 16,
     "rollout_batch_size": 128,
-    # The Trainer prints every logged step; every fifth keeps the console readable.
+    # The Trainer prints every logged step; the first and every fifth keep the console readable.
     "logging_steps": 5,
+    "logging_first_step": True,
 }
 DEFAULT_STEPS = 30
 EVAL_TEMPERATURE = 0.7
