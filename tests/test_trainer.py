@@ -268,3 +268,27 @@ def test_gradient_accumulation_matches_batch(model_dir, tmp_path):
     assert max((weights["batch"][name] - initial[name]).abs().max().item() for name in initial) > 1e-3
     for name, value in weights["batch"].items():
         torch.testing.assert_close(weights["accumulated"][name], value, rtol=0, atol=1e-5, msg=name)
+
+
+class RecordWeights(TrainerCallback):
+    """Copy the policy's weights at the end of every optimizer step."""
+
+    def __init__(self):
+        self.by_step = {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.by_step[state.global_step] = parameters_of(model)
+
+
+def test_reference_sync_copies_policy(model_dir, tmp_path):
+    model, tokenizer = load_tiny_model(model_dir)
+    recorder = RecordWeights()
+    config = tiny_config(tmp_path, max_steps=3, ref_model_sync_steps=2)
+    trainer = TLPOTrainer(model, config, train_dataset=PROMPTS, processing_class=tokenizer, callbacks=[recorder])
+    trainer.train()
+
+    # The copy happens when step 3 starts, from the weights step 2 produced.
+    reference = parameters_of(trainer.ref_model)
+    for name, value in recorder.by_step[2].items():
+        torch.testing.assert_close(reference[name], value, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(reference[name], value) for name, value in recorder.by_step[3].items())
