@@ -398,7 +398,9 @@ def _script_rule_words(text: str, target: _Target, ignore_english: bool) -> list
 # where p_word comes from `lingua` (confidence values over the states) and p_bigram
 # from fastText lid.176. Acronyms score 0 in every state. Changing language costs
 # SWITCH_COST, and so does starting a line in a language other than the target, so one
-# ambiguous word does not flip the label. A foreign run of at least MIN_FOREIGN_RUN
+# ambiguous word does not flip the label. A change between two non-target languages
+# costs FOREIGN_SWITCH_COST, more, so target words next to an English run are not read
+# as a third language ("por que" as Spanish before English in Portuguese). A foreign run of at least MIN_FOREIGN_RUN
 # words is confusion unless it is a title or name (`_is_title`), and it is extended
 # backwards as `_mark_foreign_runs` describes. A text of more than LINGUA_WORD_LIMIT
 # Latin words is scored by a faster, less accurate variant. The values were chosen
@@ -410,6 +412,7 @@ WORD_LID_LANGUAGES = ("en", "es", "de", "fr", "id", "it", "pt", "vi", "tr")
 TARGET_PRIOR = 0.5
 CONTEXT_WEIGHT = 0.5
 SWITCH_COST = 2.0
+FOREIGN_SWITCH_COST = 2 * SWITCH_COST
 MIN_FOREIGN_RUN = 2
 PROBABILITY_FLOOR = 0.02
 BACKWARD_MARGIN = 0.5
@@ -526,27 +529,44 @@ def _word_model(language: str) -> _WordModel:
 def _viterbi_languages(rows: list[tuple[float, ...]]) -> list[int]:
     """Decode the HMM; return each word's state index (0 is the target).
 
-    Paths start in the target for free and in another language at SWITCH_COST, as if
-    the line had switched into it.
+    Moving between the target and another language costs SWITCH_COST, and moving
+    between two other languages FOREIGN_SWITCH_COST. Paths start in the target for free
+    and in another language at SWITCH_COST, as if the line had switched into it.
     """
-    states = range(len(rows[0]))
-    scores = [rows[0][k] - (0.0 if k == 0 else SWITCH_COST) for k in states]
+    n_states = len(rows[0])
+    foreign = range(1, n_states)
+    scores = [rows[0][k] - (0.0 if k == 0 else SWITCH_COST) for k in range(n_states)]
     back: list[list[int]] = []
     for row in rows[1:]:
-        best = max(states, key=scores.__getitem__)
-        switched = scores[best] - SWITCH_COST
-        pointers = []
-        new_scores = []
-        for k in states:
-            if scores[k] >= switched:
-                pointers.append(k)
-                new_scores.append(scores[k] + row[k])
-            else:
-                pointers.append(best)
-                new_scores.append(switched + row[k])
+        # The two best foreign states, so that each foreign state finds the best other one.
+        first = second = 0
+        for k in foreign:
+            if first == 0 or scores[k] > scores[first]:
+                first, second = k, first
+            elif second == 0 or scores[k] > scores[second]:
+                second = k
+        stay_target = scores[0]
+        if stay_target >= scores[first] - SWITCH_COST:
+            pointers = [0]
+            new_scores = [stay_target + row[0]]
+        else:
+            pointers = [first]
+            new_scores = [scores[first] - SWITCH_COST + row[0]]
+        from_target = stay_target - SWITCH_COST
+        from_first = scores[first] - FOREIGN_SWITCH_COST
+        from_second = scores[second] - FOREIGN_SWITCH_COST if second else -math.inf
+        for k in foreign:
+            pointer, best = k, scores[k]
+            other, other_score = (second, from_second) if k == first else (first, from_first)
+            if other_score > best:
+                pointer, best = other, other_score
+            if from_target > best:
+                pointer, best = 0, from_target
+            pointers.append(pointer)
+            new_scores.append(best + row[k])
         back.append(pointers)
         scores = new_scores
-    state = max(states, key=scores.__getitem__)
+    state = max(range(n_states), key=scores.__getitem__)
     path = [state]
     for pointers in reversed(back):
         state = pointers[state]
@@ -587,7 +607,7 @@ def _word_lid_words(text: str, target: _Target) -> list[_Word]:
                     row = list(word_rows[i])
                     row[model.english] += ENGLISH_FUNCTION_WORD_BONUS
                     word_rows[i] = tuple(row)
-        # bigrams[i] scores tokens i and i + 1 together; a long text goes without them,
+        # bigrams[i] scores tokens i and i + 1 together. A long text goes without them,
         # for speed (see LINGUA_WORD_LIMIT).
         bigrams = [
             None if long_text else model.bigram_scores(f"{tokens[i]} {tokens[i + 1]}".lower())
