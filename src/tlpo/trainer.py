@@ -417,11 +417,15 @@ class TLPOTrainer(Trainer):
             # Gradient accumulation: more prompts are rolled out before the update.
             return torch.zeros((), device=self.args.device)
 
+        # NOTE: the queue has no size limit. When steps keep mining more points than
+        # items_per_step takes, it grows and its points age (see update/queued_points).
         points = self.queue[: self.args.points_per_step]
         del self.queue[: self.args.points_per_step]
         self._step_sums["queued_points"] += len(self.queue)
 
         model.train()
+        # NOTE: all points of the step go through one forward and backward pass. Lower
+        # items_per_step when that does not fit in memory.
         with self.compute_loss_context_manager():
             loss = self._update_loss(model, points)
         self.accelerator.backward(loss)
