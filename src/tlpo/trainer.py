@@ -20,8 +20,8 @@ gradient averaging does the rest. A process that has nothing to train on still r
 one forward pass, multiplied by zero, so that DDP's gradient all-reduce does not hang.
 
 Everything random in a step is seeded from (`seed`, global step, prompt index, sample
-index), and exploration is greedy, so a run does not depend on how prompts are split
-over processes, and a run resumed from a checkpoint (which also stores the queue)
+index), and exploration is greedy. A run therefore does not depend on how prompts are
+split over processes. A run resumed from a checkpoint, which also stores the queue,
 reaches the same weights as an uninterrupted one.
 """
 
