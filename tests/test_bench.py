@@ -139,9 +139,23 @@ def test_reports_name_every_method(tmp_path):
     assert "| tlpo | 85.0 ± 7.1 |" in table
     assert "| base | 50.0 ± 0.0 |" in table
     assert "| method | ja | ko |" in table
+    assert "- yes: TLPO's KL on never-confused prompts is the lowest of all methods" not in table, "no baseline ran"
     path = tmp_path / "results.png"
     bench.plot_results(results, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_claim_checks_compare_with_best_baseline(tmp_path):
+    results = _results(tmp_path)
+    results["methods"]["grpo"] = dict(results["methods"]["tlpo"], rpr=86.5, capability_drop=1.0, kl_clean=0.05, seconds=30.0)
+    checks = {claim: (holds, numbers) for claim, holds, numbers in bench.claim_checks(results)}
+    holds, numbers = checks["TLPO's RPR is at least the best baseline's minus 1 point"]
+    assert holds is False
+    assert numbers == "TLPO 85.0, best baseline grpo 86.5"
+    assert checks["TLPO's capability drop is the lowest of all methods"][0] is False
+    assert checks["TLPO's KL on never-confused prompts is the lowest of all methods"][0] is True
+    assert checks["TLPO's training time is at most half of GRPO's"][0] is True
+    assert "- no: TLPO's capability drop is the lowest of all methods" in bench.markdown_table(results)
 
 
 def test_unknown_method_is_rejected(tmp_path):

@@ -584,6 +584,48 @@ def summarize(runs, *, seeds, quick, budget, data, command) -> dict[str, Any]:
     }
 
 
+def claim_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    """Check the TLPO paper's comparative claims on the means; return (claim, holds, numbers).
+
+    `holds` is None when TLPO or every baseline is missing from the results.
+    """
+    methods = results["methods"]
+    tlpo = methods.get("tlpo")
+    baselines = {name: entry for name, entry in methods.items() if name not in ("base", "tlpo")}
+    if tlpo is None or not baselines:
+        return []
+    checks = []
+
+    best_name = max(baselines, key=lambda name: baselines[name]["rpr"])
+    best_rpr = baselines[best_name]["rpr"]
+    checks.append(
+        (
+            "TLPO's RPR is at least the best baseline's minus 1 point",
+            tlpo["rpr"] >= best_rpr - 1.0,
+            f"TLPO {_format(tlpo['rpr'])}, best baseline {best_name} {_format(best_rpr)}",
+        )
+    )
+    for key, label in (("capability_drop", "capability drop"), ("kl_clean", "KL on never-confused prompts")):
+        lowest_name = min(baselines, key=lambda name: baselines[name][key])
+        lowest = baselines[lowest_name][key]
+        checks.append(
+            (
+                f"TLPO's {label} is the lowest of all methods",
+                tlpo[key] <= lowest,
+                f"TLPO {_format(tlpo[key], 4)}, lowest baseline {lowest_name} {_format(lowest, 4)}",
+            )
+        )
+    if "grpo" in baselines:
+        checks.append(
+            (
+                "TLPO's training time is at most half of GRPO's",
+                tlpo["seconds"] <= baselines["grpo"]["seconds"] / 2,
+                f"TLPO {_format(tlpo['seconds'], 0)} s, GRPO {_format(baselines['grpo']['seconds'], 0)} s",
+            )
+        )
+    return checks
+
+
 def _format(value, digits: int = 1) -> str:
     if value is None:
         return "n/a"
@@ -630,6 +672,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         for method, entry in methods.items():
             cells = [_format(entry["rpr_per_language"].get(language)) for language in languages]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    checks = claim_checks(results)
+    if checks:
+        lines += ["", "Claims of the TLPO paper, checked on the means:", ""]
+        for claim, holds, numbers in checks:
+            lines.append(f"- {'yes' if holds else 'no'}: {claim} ({numbers})")
     return "\n".join(lines) + "\n"
 
 

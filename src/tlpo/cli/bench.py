@@ -52,12 +52,12 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def command_line(args) -> str:
+def command_line(args, seeds) -> str:
     """Rebuild the command from the parsed options, so results.json records what ran."""
     parts = ["tlpo", "bench"]
     if args.quick:
         parts.append("--quick")
-    parts += ["--seeds", *map(str, args.seeds), "--output-dir", str(args.output_dir)]
+    parts += ["--seeds", *map(str, seeds), "--output-dir", str(args.output_dir)]
     if list(args.methods) != list(METHODS):
         parts += ["--methods", *args.methods]
     if args.model is not None:
@@ -79,7 +79,7 @@ def run(args) -> int:
     seeds = args.seeds[:1] if args.quick else args.seeds
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds has duplicates: {' '.join(map(str, args.seeds))}; give each seed once")
-    command = command_line(args)
+    command = command_line(args, seeds)
     try:
         results = run_bench(
             args.output_dir, seeds=seeds, quick=args.quick, methods=args.methods, model_dir=args.model, command=command
