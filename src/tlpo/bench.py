@@ -7,10 +7,10 @@ untrained base model is the sixth row. Each result is then measured the same way
 - consistency: RPR/LPR/WPR (script-rule detector, `tlpo.detection`) of greedy responses
   to the held-out prompts, overall and per language;
 - capability: the score of `tlpo.evaluation.evaluate_capability` on the probe set;
-- `kl_clean`: how far behaviour that needed no fix moved. Take the held-out prompts whose
-  greedy base response passes the detector; feed each prompt plus that base response to
-  the base model and the trained model (teacher forcing) and average, over all response
-  tokens, KL(trained || base) of the two next-token distributions, in nats per token;
+- `kl_clean`: how far behaviour that needed no fix moved. The held-out prompts whose
+  greedy base response passes the detector are fed, with that base response, to the
+  base model and to the trained model (teacher forcing). The value is the mean over all
+  response tokens of KL(trained || base) of the two next-token distributions, in nats;
 - cost: wall time of training (for DPO/ORPO including the pair sampling), tokens
   generated and forward passes of the causal LMs during training (see `CostMeter`).
 
@@ -100,9 +100,9 @@ def _method_settings(num_generations: int) -> dict[str, dict[str, Any]]:
     }
 
 
-# NOTE: sized so that three seeds finish in about an hour on 2 shared CPU cores, which
-# leaves only 8 held-out prompts per language; pass a larger budget to `run_bench` on a
-# faster machine for finer RPR steps.
+# NOTE: sized for two shared CPU cores, so only 8 held-out prompts per language are
+# scored and one of them moves RPR by 12.5 points in that language. On a faster machine
+# pass a larger budget to `run_bench` for finer steps.
 FULL_BUDGET = BenchBudget(
     train_prompts_per_language=4,
     eval_prompts_per_language=8,
@@ -584,10 +584,10 @@ def summarize(runs, *, seeds, quick, budget, data, command) -> dict[str, Any]:
     }
 
 
-def claim_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+def claim_checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """Check the TLPO paper's comparative claims on the means; return (claim, holds, numbers).
 
-    `holds` is None when TLPO or every baseline is missing from the results.
+    Returns an empty list when TLPO or every baseline is missing from the results.
     """
     methods = results["methods"]
     tlpo = methods.get("tlpo")
