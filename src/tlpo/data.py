@@ -83,8 +83,8 @@ def validate_rows(rows: Iterable[dict], where: str = "dataset") -> list[PromptRo
     return validated
 
 
-def read_prompts_jsonl(path: str | Path) -> list[PromptRow]:
-    """Read and validate a JSONL file of prompt rows (see the module docstring)."""
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file into one dict per non-blank line, without validating the rows."""
     path = Path(path)
     if not path.is_file():
         raise PromptDataError(f"prompts file not found: {path}")
@@ -97,6 +97,12 @@ def read_prompts_jsonl(path: str | Path) -> list[PromptRow]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise PromptDataError(f"{path} line {line_number}: invalid JSON ({error.msg})") from None
+    return rows
+
+
+def read_prompts_jsonl(path: str | Path) -> list[PromptRow]:
+    """Read and validate a JSONL file of prompt rows (see the module docstring)."""
+    rows = read_jsonl(path)
     return validate_rows(rows, where=str(path))
 
 

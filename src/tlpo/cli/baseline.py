@@ -9,7 +9,6 @@ field names to values, and the flags below override the file. Under
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -102,18 +101,12 @@ def register(subparsers) -> None:
 
 def read_rows(path: Path) -> list[dict]:
     """Read a JSONL prompt file into dicts, keeping every field (SFT needs `reference`)."""
-    if not path.is_file():
-        raise UserError(f"prompts file not found: {path}")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path} line {line_number}: invalid JSON ({error.msg})") from None
-    return rows
+    from tlpo.data import PromptDataError, read_jsonl
+
+    try:
+        return read_jsonl(path)
+    except PromptDataError as error:
+        raise UserError(str(error)) from None
 
 
 def read_config_file(path: Path | None) -> dict:
