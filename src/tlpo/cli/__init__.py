@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from tlpo import __version__
 
@@ -31,6 +32,25 @@ COMMANDS = {
 
 class UserError(Exception):
     """An error caused by the user's input; the CLI prints it without a traceback."""
+
+
+def read_yaml_mapping(path: str | Path, fields_of: str) -> dict:
+    """Read a YAML config file that maps `fields_of` field names to values.
+
+    Raises `UserError` when the file is missing, is not valid YAML, or is not a mapping.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"invalid YAML in {path}: {error}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} must hold a mapping of {fields_of} field names to values, got {type(values).__name__}")
+    return values
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tlpo.cli import UserError
+from tlpo.cli import UserError, read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -110,19 +110,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def read_config_file(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    import yaml
-
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path} must be a YAML mapping of TRL config field names to values, got {type(values).__name__}")
-    return values
+    return read_yaml_mapping(path, "TRL config") if path is not None else {}
 
 
 def resolve_model_and_prompts(model: str | None, prompts: Path | None) -> tuple[str, Path]:

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from tlpo.cli import UserError
+from tlpo.cli import UserError, read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +44,12 @@ def build_config(args: argparse.Namespace):
 
     Raises `UserError` for an unreadable YAML file, unknown keys or invalid values.
     """
-    import yaml
-
     from tlpo.config import TLPOConfig
 
     values = {}
     if getattr(args, "config", None):
         path = Path(args.config)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise UserError(f"invalid YAML in {path}: {error}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"{path} must hold a mapping of TLPOConfig fields to values, got {type(loaded).__name__}")
+        loaded = read_yaml_mapping(path, "TLPOConfig")
         unknown = sorted(set(loaded) - set(config_fields()))
         if unknown:
             raise UserError(
