@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tlpo.fileio import write_jsonl_atomically
+
 logger = logging.getLogger(__name__)
 
 METHODS = ("sft", "dpo", "orpo", "grpo")
@@ -381,11 +383,7 @@ def build_preference_pairs(
 
 def _write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
+    write_jsonl_atomically(path, records)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tlpo.fileio import write_json_atomically
+
 logger = logging.getLogger(__name__)
 
 METHODS = ("base", "tlpo", "sft", "dpo", "orpo", "grpo")
@@ -433,9 +435,7 @@ def _train_tlpo(data: BenchData, budget: BenchBudget, seed: int, model_dir: Path
 
 def _write_json_atomic(path: Path, value) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_json_atomically(path, value)
 
 
 def machine_description() -> dict[str, Any]:

@@ -24,10 +24,11 @@ import csv
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tlpo.fileio import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -247,16 +248,7 @@ def read_completed_rows(path: Path, model_name: str) -> tuple[dict[tuple, str], 
 
 
 def _write_atomically(path: Path, content: str) -> None:
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as temp:
-            temp.write(content)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, content, newline="")
 
 
 # --------------------------------------------------------------------------- models

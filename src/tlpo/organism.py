@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tlpo import __version__
 from tlpo import organism_data as data
+from tlpo.fileio import write_json_atomically, write_jsonl_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -189,10 +190,7 @@ class PromptSampler:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     """Write rows as JSON lines atomically (temp file in the same folder, then rename)."""
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(handle.name, path)
+    write_jsonl_atomically(path, rows)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -210,10 +208,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def write_json(path: Path, value) -> None:
     """Write `value` as indented JSON atomically."""
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(value, handle, ensure_ascii=False, indent=2)
-        handle.write("\n")
-    os.replace(handle.name, path)
+    write_json_atomically(path, value)
 
 
 # ---------------------------------------------------------------------------------------

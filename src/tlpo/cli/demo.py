@@ -17,10 +17,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from tlpo import fileio
 from tlpo.cli import UserError
 
 logger = logging.getLogger(__name__)
@@ -189,10 +189,7 @@ def plot_results(before: dict, after: dict, path: Path) -> None:
 
 
 def write_json_atomically(value, path: Path) -> None:
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(value, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(handle.name, path)
+    fileio.write_json_atomically(path, value)
 
 
 def demo_config(output_dir: Path, *, max_steps: int, seed: int):

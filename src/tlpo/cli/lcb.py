@@ -13,10 +13,10 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from tlpo.cli import UserError
+from tlpo.fileio import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -184,14 +184,7 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UserError(f"failed to write {path}: folder {folder} does not exist")
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text, newline="\n")
 
 
 def _read_input(file: str):
