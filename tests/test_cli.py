@@ -56,3 +56,31 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "tlpo", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stdout.startswith("tlpo ")
+
+
+def test_train_without_output_dir(capsys):
+    assert main(["train"]) == 2
+    assert "missing --output-dir" in capsys.readouterr().err
+
+
+def test_train_resume_from_missing_folder(tmp_path, capsys):
+    missing = tmp_path / "checkpoint-9"
+    assert main(["train", "--output-dir", str(tmp_path / "run"), "--resume_from_checkpoint", str(missing)]) == 2
+    assert f"checkpoint folder not found: {missing}" in capsys.readouterr().err
+
+
+def test_closed_stdout_pipe_prints_no_traceback(tmp_path):
+    # Many reports, read by a consumer that stops after the first line, as `| head -1` does.
+    lines = "".join('{"text": "오늘은 날씨가 맑아요.", "language": "ko"}\n' for _ in range(20000))
+    (tmp_path / "many.jsonl").write_text(lines, encoding="utf-8")
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "tlpo", "detect", "--jsonl", str(tmp_path / "many.jsonl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first_line = producer.stdout.readline()
+    producer.stdout.close()
+    stderr = producer.stderr.read().decode()
+    producer.wait(timeout=120)
+    assert first_line.startswith(b"{")
+    assert "Traceback" not in stderr

@@ -142,9 +142,18 @@ def test_read_unknown_language_file_name(test_sets):
         read_test_sets(test_sets)
 
 
+def test_read_language_spellings(test_sets):
+    for spelling in ("ko", "kor", "ko-KR", "Korean"):
+        prompts = read_test_sets(test_sets, languages=[spelling])
+        assert {prompt.language for prompt in prompts} == {"ko"}
+        assert len(prompts) == 6
+
+
 def test_read_unmatched_filter(test_sets):
-    with pytest.raises(ValueError, match=r"no LCB test-set file for language\(s\) \['xx'\]"):
-        read_test_sets(test_sets, languages=["fr", "xx"])
+    with pytest.raises(ValueError, match=r"no LCB test-set file for language\(s\) \['sw'\]"):
+        read_test_sets(test_sets, languages=["fr", "sw"])
+    with pytest.raises(ValueError, match="unknown or unsupported language code 'xx'"):
+        read_test_sets(test_sets, languages=["xx"])
     with pytest.raises(ValueError, match=r"no LCB test-set file for source\(s\) \['okapy'\]"):
         read_test_sets(test_sets, sources=["okapy"])
     with pytest.raises(ValueError, match="unknown LCB task 'crosslingal'"):

@@ -154,7 +154,7 @@ def encode_prompts(
         if max_length is not None and len(ids) + max_new_tokens > max_length:
             raise PromptDataError(
                 f"{_describe(where, index)}: the prompt is {len(ids)} tokens with the chat template, and with "
-                f"max_new_tokens={max_new_tokens} it exceeds the model's context of {max_length} tokens; "
+                f"room for {max_new_tokens} new tokens it exceeds the model's context of {max_length} tokens; "
                 "shorten or drop the prompt, or lower max_new_tokens"
             )
         encoded.append(ids)

@@ -148,10 +148,16 @@ def read_test_sets(
         )
 
     requested_sources = set(sources) if sources else None
-    requested_languages = set(languages) if languages else None
+    requested_languages = None
+    if languages:
+        from tlpo.languages import normalize_language
+
+        # Accept the spellings every other command takes (kor, ko-KR, Korean); the
+        # test-set files are named by the canonical code. Unknown codes raise ValueError.
+        requested_languages = {normalize_language(code) for code in languages}
     known_languages = _known_language_labels()
     matched_sources: set[str] = set()
-    matched_languages: set[str] = set()
+    present_languages: set[str] = set()
     prompts: list[LCBPrompt] = []
     for task_dir in task_dirs:
         for source_dir in sorted(path for path in task_dir.iterdir() if path.is_dir()):
@@ -166,21 +172,21 @@ def read_test_sets(
             for path in files:
                 file_prompts = _read_prompt_file(path, task_dir.name, known_languages)
                 names = {source_dir.name, file_prompts[0].source}
+                present_languages.add(path.stem)
                 if requested_sources is not None and not names & requested_sources:
                     continue
                 matched_sources |= names
-                matched_languages.add(path.stem)
                 prompts.extend(file_prompts)
 
+    if requested_languages is not None and requested_languages - present_languages:
+        raise ValueError(
+            f"no LCB test-set file for language(s) {sorted(requested_languages - present_languages)} "
+            f"under {root} with the chosen tasks."
+        )
     if requested_sources is not None and requested_sources - matched_sources:
         raise ValueError(
             f"no LCB test-set file for source(s) {sorted(requested_sources - matched_sources)} "
             f"under {root} with the chosen tasks and languages."
-        )
-    if requested_languages is not None and requested_languages - matched_languages:
-        raise ValueError(
-            f"no LCB test-set file for language(s) {sorted(requested_languages - matched_languages)} "
-            f"under {root} with the chosen tasks and sources."
         )
     if not prompts:
         raise ValueError(f"no LCB prompts found under {root}.")

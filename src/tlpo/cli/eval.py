@@ -214,6 +214,14 @@ def evaluate_one(label: str, path: str, prompts, args, english_words, probe_rows
             )
         except (ValueError, FileNotFoundError) as error:
             raise UserError(str(error)) from None
+        except OSError as error:
+            # datasets raises ConnectionError (an OSError) for a hub dataset that is not
+            # cached while the hub is offline.
+            raise UserError(
+                f"lm-eval could not load the data of {', '.join(args.tasks or [SHIPPED_TASK])}: {error}. "
+                "Without a network the task data must be on disk: see docs/EVALUATION.md for running "
+                "standard tasks from local files, or pass --task-path with your own task"
+            ) from None
     if probe_rows:
         from tlpo.evaluation import evaluate_capability
 

@@ -39,14 +39,15 @@ def config_flags_parser() -> argparse.ArgumentParser:
     return config_parser
 
 
-def build_config(args: argparse.Namespace):
-    """Return the `TLPOConfig` from the defaults, `args.config` (YAML) and the flags, in rising priority.
+def build_config(args: argparse.Namespace, defaults: dict | None = None):
+    """Return the `TLPOConfig` from `defaults`, `args.config` (YAML) and the flags, in rising priority.
 
-    Raises `UserError` for an unreadable YAML file, unknown keys or invalid values.
+    Raises `UserError` for an unreadable YAML file, unknown keys, invalid values, no
+    output folder, or a `resume_from_checkpoint` folder that does not exist.
     """
     from tlpo.config import TLPOConfig
 
-    values = {}
+    values = dict(defaults or {})
     if getattr(args, "config", None):
         path = Path(args.config)
         loaded = read_yaml_mapping(path, "TLPOConfig")
@@ -58,6 +59,14 @@ def build_config(args: argparse.Namespace):
             )
         values.update(loaded)
     values.update({name: getattr(args, name) for name in config_fields() if hasattr(args, name)})
+    if not values.get("output_dir"):
+        raise UserError("missing --output-dir: give the folder for checkpoints and the trained model")
+    checkpoint = values.get("resume_from_checkpoint")
+    if checkpoint and not Path(checkpoint).is_dir():
+        raise UserError(
+            f"checkpoint folder not found: {checkpoint}; give a checkpoint-N folder that an earlier "
+            "run wrote into its --output-dir"
+        )
     try:
         return TLPOConfig(**values)
     except (ValueError, TypeError) as error:
@@ -152,9 +161,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = build_config(args)
-    if not config.output_dir:
-        raise UserError("missing --output-dir: give the folder for checkpoints and the trained model")
+    if args.model is None:
+        from tlpo.cli.demo import DEMO_SETTINGS
+
+        # The reference defaults are sized for 8B models (512 new tokens do not even fit
+        # the embedded model's 512-token context), so the embedded model trains with the
+        # settings `tlpo demo` uses for it, under any YAML values and flags given.
+        config = build_config(args, defaults=DEMO_SETTINGS)
+    else:
+        config = build_config(args)
 
     if args.model is None:
         from tlpo.organism import default_model_dir
