@@ -335,6 +335,22 @@ def test_model_folder_without_config(tmp_path):
         load_model_and_tokenizer(tmp_path / "empty-model")
 
 
+def test_lora_adapter_folder_loads(tiny_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    adapter = get_peft_model(base, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    adapter_dir = tmp_path / "adapter"
+    adapter.save_pretrained(adapter_dir)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(adapter_dir)
+    assert not (adapter_dir / "config.json").exists()
+
+    model, tokenizer = load_model_and_tokenizer(adapter_dir, device="cpu")
+    assert model._hf_peft_config_loaded
+    assert tokenizer.chat_template is not None
+
+
 def test_cli_run_equals_score(tiny_model, test_sets, tmp_path, lcb_dir, capsys):
     from tlpo.cli import main
 

@@ -263,8 +263,9 @@ def _write_atomically(path: Path, content: str) -> None:
 def load_model_and_tokenizer(model_path: str | os.PathLike, *, device: str = "auto", dtype: str = "auto"):
     """Load a causal LM and its tokenizer from a local folder or the Hugging Face cache.
 
-    Raises ``FileNotFoundError`` naming the path when the folder does not exist or no
-    model can be loaded from it.
+    A folder with a PEFT adapter (`adapter_config.json`, as `tlpo train --lora` writes)
+    loads its base model with the adapter applied. Raises ``FileNotFoundError`` naming
+    the path when the folder does not exist or no model can be loaded from it.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -277,10 +278,10 @@ def load_model_and_tokenizer(model_path: str | os.PathLike, *, device: str = "au
             "or omit --model to use the embedded default model."
         )
     folder = Path(name).expanduser()
-    if folder.is_dir() and not (folder / "config.json").is_file():
+    if folder.is_dir() and not any((folder / file).is_file() for file in ("config.json", "adapter_config.json")):
         raise FileNotFoundError(
-            f"{name} contains no config.json, so it is not a saved Hugging Face model; "
-            "pass the folder that save_pretrained wrote."
+            f"{name} contains no config.json or adapter_config.json, so it is not a saved "
+            "Hugging Face model or PEFT adapter; pass the folder that save_pretrained wrote."
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
