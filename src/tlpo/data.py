@@ -117,7 +117,7 @@ def check_chat_template(tokenizer) -> None:
 
 
 def context_length(model) -> int | None:
-    """Return the number of positions the model accepts, or None when its config does not say."""
+    """Return the number of positions the model accepts, or None when its config does not set it."""
     config = getattr(model, "config", None)
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, name, None)

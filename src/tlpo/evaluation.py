@@ -160,7 +160,7 @@ def evaluate_capability(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
 ) -> dict:
-    """Answer the probe greedily and score the answers against `reference` with chrF and exact match.
+    """Generate greedy responses to the probe and score them against `reference` with chrF and exact match.
 
     A reference of n lines is compared with the first n lines of the response, so a probe
     can score one part of a longer answer (the organism's probe scores line 1, which its

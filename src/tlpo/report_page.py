@@ -1,6 +1,6 @@
 """The evaluation report: one self-contained HTML page for one model or a before/after pair.
 
-The page holds the consistency tables (LCB LPR/WPR/LCPR and the script-rule
+The page contains the consistency tables (LCB LPR/WPR/LCPR and the script-rule
 RPR/LPR/WPR), the capability table, a bar chart of the headline numbers (a PNG embedded
 as base64), and sample responses with each wrong-language span coloured by
 `tlpo.reports.render_spans_html`; the span at the first confusion point carries the

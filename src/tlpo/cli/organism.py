@@ -56,7 +56,7 @@ def register(subparsers) -> None:
     evaluate.add_argument("--model", type=Path, help="model folder with eval_prompts.jsonl and probe.jsonl (default: the embedded model, built on first use)")
     evaluate.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for the sampled RPR (default: 0.7)")
     evaluate.add_argument("--samples", type=int, default=4, help="answers sampled per prompt (default: 4)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=96, help="maximum tokens per answer (default: 96)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=96, help="maximum new tokens per response (default: 96)")
     evaluate.add_argument("--batch-size", type=int, default=64, help="prompts per generate call (default: 64)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
