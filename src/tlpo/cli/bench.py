@@ -47,6 +47,19 @@ def register(subparsers) -> None:
         "(default: the embedded default model, built on first use)",
     )
     parser.add_argument(
+        "--budget",
+        type=Path,
+        metavar="FILE.yaml",
+        help="YAML mapping of BenchBudget fields (see docs/BENCHMARKS.md) that replace those of the full "
+        "or --quick budget, for example learning_rate or dpo: {beta: 0.5}; the defaults are sized for the "
+        "embedded default model",
+    )
+    parser.add_argument(
+        "--keep-models",
+        action="store_true",
+        help="keep every trained model in runs/<method>-seed<seed>/model (default: delete each once measured)",
+    )
+    parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's choice, usually one per core)"
     )
     parser.set_defaults(func=run)
@@ -62,6 +75,10 @@ def command_line(args, seeds) -> str:
         parts += ["--methods", *args.methods]
     if args.model is not None:
         parts += ["--model", str(args.model)]
+    if args.budget is not None:
+        parts += ["--budget", str(args.budget)]
+    if args.keep_models:
+        parts.append("--keep-models")
     if args.threads is not None:
         parts += ["--threads", str(args.threads)]
     return " ".join(shlex.quote(part) for part in parts)
@@ -80,9 +97,17 @@ def run(args) -> int:
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds has duplicates: {' '.join(map(str, args.seeds))}; give each seed once")
     command = command_line(args, seeds)
+    budget = None
     try:
+        if args.budget is not None:
+            from tlpo.bench import FULL_BUDGET, QUICK_BUDGET, budget_with
+            from tlpo.cli import read_yaml_mapping
+
+            overrides = read_yaml_mapping(args.budget, "BenchBudget")
+            budget = budget_with(QUICK_BUDGET if args.quick else FULL_BUDGET, overrides)
         results = run_bench(
-            args.output_dir, seeds=seeds, quick=args.quick, methods=args.methods, model_dir=args.model, command=command
+            args.output_dir, seeds=seeds, quick=args.quick, budget=budget, methods=args.methods,
+            model_dir=args.model, command=command, keep_models=args.keep_models,
         )
     except (FileNotFoundError, ValueError) as error:
         raise UserError(str(error)) from None
