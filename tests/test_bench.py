@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -285,7 +284,7 @@ def test_bench_runs_and_resumes(tiny_model_dir, tmp_path):
     assert metrics_path.stat().st_mtime_ns == written, "the finished run was trained again"
     assert again["methods"]["sft"]["rpr"] == sft["rpr"]
 
-    other_budget = dataclasses.replace(bench.QUICK_BUDGET, learning_rate=1e-4)
+    other_budget = bench.budget_with(bench.QUICK_BUDGET, {"learning_rate": 1e-4})
     with pytest.raises(ValueError, match="contains runs made with another budget or model"):
         bench.run_bench(output_dir, seeds=[0], budget=other_budget, methods=["sft"], model_dir=model_dir)
 
@@ -297,6 +296,8 @@ def test_budget_overrides_merge_per_method_settings():
     assert budget.eval_samples == 2
     # A shared learning rate also replaces DPO's own one, so a user who lowers it for a
     # large model does not keep DPO at the embedded model's rate.
+    budget = bench.budget_with(bench.FULL_BUDGET, {"learning_rate": 1e-6})
+    assert budget.min_learning_rate == pytest.approx(5e-7), "the decay floor stayed above the new peak"
     budget = bench.budget_with(bench.FULL_BUDGET, {"learning_rate": 1e-6, "min_learning_rate": 1e-7, "prompts_per_step": 4})
     assert "learning_rate" not in budget.dpo
     assert budget.grpo["per_device_train_batch_size"] == 4 * bench.FULL_BUDGET.num_generations
@@ -317,6 +318,29 @@ def test_bad_budget_fields_are_named(overrides, message):
         bench.budget_with(bench.QUICK_BUDGET, overrides)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"learning_rate": 0.0}, "learning_rate=0.0; it must be above 0"),
+        ({"num_generations": 1}, "num_generations=1; it must be at least 2"),
+        ({"eval_prompts_per_language": 0}, "eval_prompts_per_language=0; it must be at least 1"),
+        ({"warmup_ratio": 1.0}, "warmup_ratio=1.0; it must be below 1"),
+        ({"min_learning_rate": 0.1}, "min_learning_rate=0.1 is above learning_rate"),
+        ({"dpo": {"betaa": 0.5}}, "unknown DPOConfig field.*dpo settings: betaa"),
+        ({"tlpo": {"num_candidate": 8}}, "unknown TLPOConfig field.*tlpo settings: num_candidate"),
+    ],
+)
+def test_invalid_budget_values_are_rejected(overrides, message):
+    budget = bench.budget_with(bench.QUICK_BUDGET, overrides)
+    with pytest.raises(ValueError, match=message):
+        bench.check_budget(budget)
+
+
+def test_default_budgets_pass_the_checks():
+    bench.check_budget(bench.FULL_BUDGET)
+    bench.check_budget(bench.QUICK_BUDGET)
+
+
 def test_cli_rejects_bad_budget_file(tmp_path, capsys):
     from tlpo.cli import main
 
@@ -325,3 +349,15 @@ def test_cli_rejects_bad_budget_file(tmp_path, capsys):
     assert main(["bench", "--quick", "--budget", str(path), "--output-dir", str(tmp_path / "out")]) == 2
     assert "unknown budget field 'steps'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists(), "a rejected budget still created the output folder"
+
+
+def test_cli_rejects_budget_typo_before_any_work(tmp_path, capsys):
+    from tlpo.cli import main
+
+    path = tmp_path / "budget.yaml"
+    path.write_text("dpo:\n  betaa: 0.5\n", encoding="utf-8")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    assert main(["bench", "--quick", "--budget", str(path), "--model", str(model_dir), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "unknown DPOConfig field(s) in the budget's dpo settings: betaa" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -84,3 +84,15 @@ def test_closed_stdout_pipe_prints_no_traceback(tmp_path):
     producer.wait(timeout=120)
     assert first_line.startswith(b"{")
     assert "Traceback" not in stderr
+
+
+def test_yaml_numbers_in_exponent_form_are_floats(tmp_path):
+    from tlpo.cli import read_yaml_mapping
+
+    path = tmp_path / "config.yaml"
+    path.write_text("learning_rate: 1e-5\nrun_name: 3e4-run\ndpo: {beta: 5E-1}\n", encoding="utf-8")
+    values = read_yaml_mapping(path, "TLPOConfig")
+    # PyYAML alone reads 1e-5 as the string "1e-5".
+    assert values["learning_rate"] == 1e-5
+    assert values["dpo"]["beta"] == 0.5
+    assert values["run_name"] == "3e4-run"

@@ -154,7 +154,20 @@ def _build_config(config_class, output_dir: Path, defaults: dict, overrides: dic
             f"unknown {config_class.__name__} field(s): {', '.join(unknown)}; "
             "see the TRL documentation of that class for the valid names"
         )
-    return config_class(**values)
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
+    for name, value in (overrides or {}).items():
+        default = defaults.get(name)
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and value is not None and not isinstance(value, (int, float)):
+            raise ValueError(
+                f"invalid {config_class.__name__} field {name}={value!r}; it must be a number like its default {default!r}"
+            )
+    try:
+        return config_class(**values)
+    except TypeError as error:  # for example a string where the config compares numbers
+        raise ValueError(
+            f"invalid {config_class.__name__} settings ({error}); check the types of the values in the config"
+        ) from None
 
 
 def _load_model(model_path: str | os.PathLike):

@@ -37,6 +37,7 @@ import platform
 import shutil
 import statistics
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,6 +146,9 @@ FULL_BUDGET = BenchBudget(
     **_FULL_SETTINGS,
 )
 
+_QUICK_SETTINGS = _method_settings(prompts_per_step=8, num_generations=4)
+_QUICK_SETTINGS["dpo"].update(learning_rate=3e-4, lr_scheduler_kwargs={"min_lr": 1.5e-4})
+
 QUICK_BUDGET = BenchBudget(
     train_prompts_per_language=4,
     eval_prompts_per_language=4,
@@ -158,7 +162,7 @@ QUICK_BUDGET = BenchBudget(
     track_every=2,
     track_prompts_per_language=2,
     track_samples=1,
-    **_method_settings(prompts_per_step=8, num_generations=4),
+    **_QUICK_SETTINGS,
 )
 
 
@@ -166,7 +170,8 @@ def budget_with(base: BenchBudget, overrides: dict[str, Any]) -> BenchBudget:
     """Return `base` with the fields in `overrides` replaced (for `tlpo bench --budget`).
 
     A per-method mapping (`tlpo`, `sft`, `dpo`, `orpo`, `grpo`) is merged into the base
-    one, so `{"dpo": {"beta": 0.5}}` keeps the other DPO settings. Raises ValueError
+    one, so `{"dpo": {"beta": 0.5}}` keeps the other DPO settings. A new
+    `learning_rate` without `min_learning_rate` keeps the base ratio of the two. Raises ValueError
     naming an unknown field or a value of the wrong type.
     """
     fields = {item.name: item for item in dataclasses.fields(BenchBudget)}
@@ -194,6 +199,9 @@ def budget_with(base: BenchBudget, overrides: dict[str, Any]) -> BenchBudget:
         elif isinstance(current, int) and not isinstance(value, int) and value is not None:
             raise ValueError(f"budget field {name!r} must be a whole number, got {value!r}")
         values[name] = value
+    if "learning_rate" in values and "min_learning_rate" not in values:
+        # The decay floor keeps its ratio to the peak (half of it in both default budgets).
+        values["min_learning_rate"] = values["learning_rate"] * base.min_learning_rate / base.learning_rate
     # Settings derived from the shared fields follow them, unless the same file sets
     # them for one method: the batch shapes follow prompts_per_step and
     # num_generations, and a shared learning rate replaces a per-method one.
@@ -213,6 +221,69 @@ def budget_with(base: BenchBudget, overrides: dict[str, Any]) -> BenchBudget:
                     settings.pop(key, None)
         values[method] = settings
     return dataclasses.replace(base, **values)
+
+
+# Lower bounds of the numeric budget fields: (bound, whether the bound itself is allowed).
+_BUDGET_BOUNDS = {
+    "train_prompts_per_language": (1, True),
+    "eval_prompts_per_language": (1, True),
+    "probe_prompts_per_language": (1, True),
+    "max_new_tokens": (1, True),
+    "prompts_per_step": (1, True),
+    "num_generations": (2, True),  # GRPO's advantages need two samples of a prompt
+    "learning_rate": (0.0, False),
+    "min_learning_rate": (0.0, True),
+    "eval_samples": (1, True),
+    "track_every": (1, True),
+    "track_prompts_per_language": (1, True),
+    "track_samples": (1, True),
+    "temperature": (0.0, False),
+    "weight_decay": (0.0, True),
+    "warmup_ratio": (0.0, True),
+    "adam_beta2": (0.0, False),
+    "time_tolerance": (0.0, True),
+}
+
+
+def check_budget(budget: BenchBudget) -> None:
+    """Raise ValueError naming the first budget field with an invalid value.
+
+    Checks the numeric ranges and that every per-method setting is a field of that
+    method's config class, so a typo fails before anything is trained.
+    """
+    for name, (bound, inclusive) in _BUDGET_BOUNDS.items():
+        value = getattr(budget, name)
+        if value is None and name.endswith("_per_language"):
+            continue
+        if value < bound or (value == bound and not inclusive):
+            relation = "at least" if inclusive else "above"
+            raise ValueError(f"invalid budget field {name}={value!r}; it must be {relation} {bound}")
+    if budget.warmup_ratio >= 1 or budget.adam_beta2 >= 1:
+        name = "warmup_ratio" if budget.warmup_ratio >= 1 else "adam_beta2"
+        raise ValueError(f"invalid budget field {name}={getattr(budget, name)!r}; it must be below 1")
+    if budget.min_learning_rate > budget.learning_rate:
+        raise ValueError(
+            f"invalid budget: min_learning_rate={budget.min_learning_rate!r} is above "
+            f"learning_rate={budget.learning_rate!r}; the decay floor must not exceed the peak"
+        )
+    from trl import DPOConfig, GRPOConfig, SFTConfig
+
+    from tlpo.config import TLPOConfig
+
+    with warnings.catch_warnings():
+        # Only the field names are read here; the ORPO run itself still warns that the API is experimental.
+        warnings.simplefilter("ignore")
+        from trl.experimental.orpo import ORPOConfig
+
+    classes = {"tlpo": TLPOConfig, "sft": SFTConfig, "dpo": DPOConfig, "orpo": ORPOConfig, "grpo": GRPOConfig}
+    for method, config_class in classes.items():
+        known = {item.name for item in dataclasses.fields(config_class)}
+        unknown = sorted(set(getattr(budget, method)) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown {config_class.__name__} field(s) in the budget's {method} settings: "
+                f"{', '.join(unknown)}; see the documentation of {config_class.__name__} for the valid names"
+            )
 
 
 # --------------------------------------------------------------------------------------
@@ -543,7 +614,7 @@ def _trl_config(budget: BenchBudget, method: str, seed: int) -> dict[str, Any]:
     return {
         "activation_checkpointing": False,  # the model is small; recomputing activations only costs time
         "save_strategy": "no",
-        "logging_steps": 1,
+        "logging_steps": 5,
         "learning_rate": budget.learning_rate,
         "lr_scheduler_type": "cosine_with_min_lr",
         "lr_scheduler_kwargs": {"min_lr": budget.min_learning_rate},
@@ -654,7 +725,7 @@ def _train_tlpo(data: BenchData, budget: BenchBudget, seed: int, model_dir: Path
         "seed": seed,
         "save_strategy": "no",
         "report_to": "none",
-        "logging_steps": 1,
+        "logging_steps": 5,
     }
     config = TLPOConfig(**{**values, **budget.tlpo})
     dataset = [{"prompt": row["prompt"], "language": row["language"]} for row in data.train_rows]
@@ -719,13 +790,14 @@ def run_bench(
         methods = ["base", *methods]  # every other row is compared with the base model
     if budget is None:
         budget = QUICK_BUDGET if quick else FULL_BUDGET
+    check_budget(budget)
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     if model_dir is None:
         from tlpo.organism import default_model_dir
 
         model_dir = default_model_dir()
     data = load_bench_data(Path(model_dir), budget)
+    output_dir.mkdir(parents=True, exist_ok=True)
     logger.info(
         "benchmark on %s: %d training prompts, %d held-out prompts, %d probe rows, seeds %s",
         data.model_dir, len(data.train_rows), len(data.eval_rows), len(data.probe_rows), list(seeds),
@@ -735,7 +807,15 @@ def run_bench(
     recorded = {"budget": asdict(budget), "model_dir": str(Path(model_dir).resolve())}
     if budget_path.is_file():
         previous = json.loads(budget_path.read_text(encoding="utf-8"))
-        if previous != recorded:
+        finished = list((output_dir / "runs").glob("*/metrics.json"))
+        if previous != recorded and not finished:
+            # Nothing finished under the old budget (for example a run that failed on a
+            # bad setting), so start the folder over with the new one.
+            logger.info("no finished runs in %s; starting it over with the new budget", output_dir)
+            shutil.rmtree(output_dir / "runs", ignore_errors=True)
+            (output_dir / "base.json").unlink(missing_ok=True)
+            _write_json_atomic(budget_path, recorded)
+        elif previous != recorded:
             raise ValueError(
                 f"{output_dir} contains runs made with another budget or model ({budget_path}); "
                 "use a new --output-dir, or delete that folder to start over"
@@ -930,11 +1010,16 @@ def markdown_table(results: dict[str, Any]) -> str:
     """Render the per-method means (± standard deviation over seeds) as Markdown tables."""
     methods = results["methods"]
     budget = results.get("budget", {})
-    lines = [
-        f"Seeds: {', '.join(str(seed) for seed in results['seeds'])}. Training prompts: {results['train_prompts']}, "
-        f"held-out prompts: {results['eval_prompts']} ({budget.get('eval_samples', 1)} samples each at temperature "
-        f"{budget.get('temperature', 0.7)}), probe rows: {results['probe_rows']}. "
-        "Mean ± standard deviation over seeds.",
+    samples = budget.get("eval_samples", 1)
+    seeds = results["seeds"]
+    summary = "Mean ± standard deviation over seeds." if len(seeds) > 1 else "One seed, so no spread is shown."
+    lines = []
+    if results.get("command"):
+        lines += [f"Command: `{results['command']}`. Model: `{results['model_dir']}`.", ""]
+    lines += [
+        f"Seeds: {', '.join(str(seed) for seed in seeds)}. Training prompts: {results['train_prompts']}, "
+        f"held-out prompts: {results['eval_prompts']} ({samples} sample{'s' if samples != 1 else ''} each at "
+        f"temperature {budget.get('temperature', 0.7)}), probe rows: {results['probe_rows']}. {summary}",
         "",
         "| method | RPR | LPR | WPR | capability (chrF) | capability drop | probe NLL | KL clean (nats/token) | "
         "train s | s to final RPR | tokens generated | forward passes |",
@@ -994,7 +1079,10 @@ def markdown_table(results: dict[str, Any]) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     checks = claim_checks(results)
     if checks:
-        lines += ["", "Claims of the TLPO paper, checked on the means:", ""]
+        lines += ["", "Claims of the TLPO paper, checked on the means (a gap smaller than the spread over seeds "
+                  "is not a real difference):", ""]
+        if results.get("quick"):
+            lines += ["The quick budget is too small to rank the methods; run the full benchmark for that.", ""]
         for claim, holds, numbers in checks:
             lines.append(f"- {'yes' if holds else 'no'}: {claim} ({numbers})")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -51,7 +52,22 @@ def read_yaml_mapping(path: str | Path, fields_of: str) -> dict:
         raise UserError(f"invalid YAML in {path}: {error}") from None
     if not isinstance(values, dict):
         raise UserError(f"{path} must hold a mapping of {fields_of} field names to values, got {type(values).__name__}")
-    return values
+    return _numbers_in_exponent_form(values)
+
+
+# PyYAML follows YAML 1.1, which reads 1e-5 (no dot before the exponent) as a string.
+_EXPONENT_FORM = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _numbers_in_exponent_form(value):
+    """Return `value` with every string like "1e-5", in nested mappings and lists too, read as a float."""
+    if isinstance(value, str) and _EXPONENT_FORM.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _numbers_in_exponent_form(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_in_exponent_form(item) for item in value]
+    return value
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 from tlpo.bench import METHODS
@@ -109,6 +110,12 @@ def run(args) -> int:
             args.output_dir, seeds=seeds, quick=args.quick, budget=budget, methods=args.methods,
             model_dir=args.model, command=command, keep_models=args.keep_models,
         )
+    except KeyboardInterrupt:
+        print(
+            f"tlpo bench: finished runs are kept in {args.output_dir}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        raise
     except (FileNotFoundError, ValueError) as error:
         raise UserError(str(error)) from None
 
