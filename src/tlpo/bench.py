@@ -841,6 +841,7 @@ def run_bench(
         run_dir = output_dir / "runs" / f"{method}-seed{seed}"
         metrics_path = run_dir / "metrics.json"
         if metrics_path.is_file():
+            logger.info("reusing the finished run %s", metrics_path.parent)
             runs[method][seed] = json.loads(metrics_path.read_text(encoding="utf-8"))
             continue
         if method == "base" and runs["base"]:
