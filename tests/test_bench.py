@@ -302,6 +302,10 @@ def test_budget_overrides_merge_per_method_settings():
     assert "learning_rate" not in budget.dpo
     assert budget.grpo["per_device_train_batch_size"] == 4 * bench.FULL_BUDGET.num_generations
     assert budget.tlpo["per_device_train_batch_size"] == 4
+    # A method's own peak without a floor gets one at the budget's ratio, not the old floor.
+    budget = bench.budget_with(bench.FULL_BUDGET, {"dpo": {"learning_rate": 1e-5}})
+    assert budget.dpo["lr_scheduler_kwargs"] == {"min_lr": pytest.approx(5e-6)}
+    bench.check_budget(budget)
 
 
 @pytest.mark.parametrize(
@@ -328,6 +332,9 @@ def test_bad_budget_fields_are_named(overrides, message):
         ({"min_learning_rate": 0.1}, "min_learning_rate=0.1 is above learning_rate"),
         ({"dpo": {"betaa": 0.5}}, "unknown DPOConfig field.*dpo settings: betaa"),
         ({"tlpo": {"num_candidate": 8}}, "unknown TLPOConfig field.*tlpo settings: num_candidate"),
+        ({"dpo": {"beta": "fast"}}, "invalid budget setting dpo.beta='fast'; it must be a finite number"),
+        ({"learning_rate": float("nan")}, "learning_rate=nan; it must be a finite number"),
+        ({"dpo": {"learning_rate": 1e-5, "lr_scheduler_kwargs": {"min_lr": 1e-4}}}, "the dpo decay floor"),
     ],
 )
 def test_invalid_budget_values_are_rejected(overrides, message):

@@ -219,6 +219,12 @@ def budget_with(base: BenchBudget, overrides: dict[str, Any]) -> BenchBudget:
             for key in ("learning_rate", "lr_scheduler_kwargs"):
                 if key not in own:
                     settings.pop(key, None)
+        if "learning_rate" in own and "lr_scheduler_kwargs" not in own and isinstance(own["learning_rate"], (int, float)):
+            # A method's own peak gets its own floor, at the budget's ratio of floor to peak.
+            ratio = values.get("min_learning_rate", base.min_learning_rate) / values.get(
+                "learning_rate", base.learning_rate
+            )
+            settings["lr_scheduler_kwargs"] = {"min_lr": own["learning_rate"] * ratio}
         values[method] = settings
     return dataclasses.replace(base, **values)
 
@@ -255,6 +261,8 @@ def check_budget(budget: BenchBudget) -> None:
         value = getattr(budget, name)
         if value is None and name.endswith("_per_language"):
             continue
+        if not math.isfinite(value):
+            raise ValueError(f"invalid budget field {name}={value!r}; it must be a finite number")
         if value < bound or (value == bound and not inclusive):
             relation = "at least" if inclusive else "above"
             raise ValueError(f"invalid budget field {name}={value!r}; it must be {relation} {bound}")
@@ -277,12 +285,29 @@ def check_budget(budget: BenchBudget) -> None:
 
     classes = {"tlpo": TLPOConfig, "sft": SFTConfig, "dpo": DPOConfig, "orpo": ORPOConfig, "grpo": GRPOConfig}
     for method, config_class in classes.items():
-        known = {item.name for item in dataclasses.fields(config_class)}
-        unknown = sorted(set(getattr(budget, method)) - known)
+        settings = getattr(budget, method)
+        defaults = {item.name: item.default for item in dataclasses.fields(config_class)}
+        unknown = sorted(set(settings) - set(defaults))
         if unknown:
             raise ValueError(
                 f"unknown {config_class.__name__} field(s) in the budget's {method} settings: "
                 f"{', '.join(unknown)}; see the documentation of {config_class.__name__} for the valid names"
+            )
+        for name, value in settings.items():
+            default = defaults[name]
+            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+            if numeric and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            ):
+                raise ValueError(f"invalid budget setting {method}.{name}={value!r}; it must be a finite number")
+        peak = settings.get("learning_rate", budget.learning_rate)
+        floor = (settings.get("lr_scheduler_kwargs") or {}).get("min_lr", budget.min_learning_rate)
+        if not isinstance(peak, (int, float)) or peak <= 0:
+            raise ValueError(f"invalid budget setting {method}.learning_rate={peak!r}; it must be above 0")
+        if floor > peak:
+            raise ValueError(
+                f"invalid budget: the {method} decay floor {floor!r} is above its learning rate {peak!r}; "
+                f"set {method}: {{lr_scheduler_kwargs: {{min_lr: ...}}}} below the peak"
             )
 
 
@@ -614,7 +639,7 @@ def _trl_config(budget: BenchBudget, method: str, seed: int) -> dict[str, Any]:
     return {
         "activation_checkpointing": False,  # the model is small; recomputing activations only costs time
         "save_strategy": "no",
-        "logging_steps": 5,
+        "logging_steps": budget.track_every,
         "learning_rate": budget.learning_rate,
         "lr_scheduler_type": "cosine_with_min_lr",
         "lr_scheduler_kwargs": {"min_lr": budget.min_learning_rate},
@@ -725,7 +750,7 @@ def _train_tlpo(data: BenchData, budget: BenchBudget, seed: int, model_dir: Path
         "seed": seed,
         "save_strategy": "no",
         "report_to": "none",
-        "logging_steps": 5,
+        "logging_steps": budget.track_every,
     }
     config = TLPOConfig(**{**values, **budget.tlpo})
     dataset = [{"prompt": row["prompt"], "language": row["language"]} for row in data.train_rows]

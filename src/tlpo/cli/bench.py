@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one seed (the first of --seeds) and small data and step budgets: a few minutes on 2 CPU cores",
+        help="one seed (the first of --seeds) and small data and step budgets: under a minute on 2 CPU cores "
+        "once the default model is built (building it takes about 5 minutes)",
     )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)"
