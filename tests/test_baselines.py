@@ -124,7 +124,7 @@ def test_unknown_config_field_is_named(tiny_model_dir, tmp_path):
         baselines.train_sft(tiny_model_dir, ROWS, tmp_path / "sft", config={"not_a_field": 1})
 
 
-def test_config_value_of_wrong_type_is_named(tiny_model_dir, tmp_path):
+def test_config_wrong_type_is_named(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="invalid SFTConfig field learning_rate='fast'; it must be a number"):
         baselines.train_sft(tiny_model_dir, ROWS, tmp_path / "sft", config={"learning_rate": "fast"})
 

@@ -154,7 +154,7 @@ def test_reports_name_every_method(tmp_path):
     assert "| method | ja | ko |" in table
     # The mean curve of the two seeds: step 5 at (10 + 12) / 2 seconds and (90 + 80) / 2 RPR.
     assert "| tlpo | 50.0 (0 s) | 85.0 (11 s) |" in table
-    # Seed 0 reached RPR 90 at step 5 with KL 0.01; seed 1 ended at 80 and never did.
+    # Seed 0 reached RPR 90 at step 5 with KL 0.01. Seed 1 ended at 80 and never did.
     assert "| tlpo | 0.0100 (1/2) | 0.0100 (1/2) | not reached (0/2) |" in table
     assert "| method | RPR ≥ 85 | RPR ≥ 90 | RPR ≥ 95 |" in table
     assert "- yes: TLPO's KL on never-confused prompts is the lowest of all methods" not in table, "no baseline ran"
@@ -181,7 +181,7 @@ def test_claim_checks_compare_with_best_baseline(tmp_path):
     assert "- no: TLPO's capability drop (chrF) is the lowest of all methods" in bench.markdown_table(results)
 
 
-def test_time_to_final_is_the_first_point_near_the_last():
+def test_time_to_final_first_near_point():
     curve = [
         {"step": 0, "seconds": 0.0, "rpr": 60.0},
         {"step": 5, "seconds": 4.0, "rpr": 91.5},
@@ -193,7 +193,7 @@ def test_time_to_final_is_the_first_point_near_the_last():
     assert bench.time_to_final([], 1.0) is None
 
 
-def test_kl_at_rpr_takes_the_first_point_at_the_level():
+def test_kl_at_rpr_first_point_reached():
     curve = [
         {"step": 0, "seconds": 0.0, "rpr": 60.0, "kl_clean": 0.0},
         {"step": 5, "seconds": 4.0, "rpr": 90.0, "kl_clean": 0.02},
@@ -204,7 +204,7 @@ def test_kl_at_rpr_takes_the_first_point_at_the_level():
     assert bench.kl_at_rpr(curve, 96.0) is None
 
 
-def test_cost_meter_counts_nothing_while_paused():
+def test_cost_meter_paused_counts_nothing():
     model = _tiny_llama(4)
     with bench.CostMeter() as meter:
         model(input_ids=torch.tensor([[5, 6, 7]]))
@@ -214,7 +214,7 @@ def test_cost_meter_counts_nothing_while_paused():
     assert meter.forward_tokens == 3
 
 
-def test_reference_nll_matches_a_hand_computed_sum():
+def test_reference_nll_matches_hand_sum():
     model = _tiny_llama(3)
     with torch.no_grad():
         expected = []
@@ -225,7 +225,7 @@ def test_reference_nll_matches_a_hand_computed_sum():
             for offset, token in enumerate(item["response_ids"]):
                 expected.append(-float(log_probs[start - 1 + offset, token]))
     assert bench.reference_nll(model, SEQUENCES, batch_size=1) == pytest.approx(sum(expected) / len(expected), rel=1e-5)
-    # Batching pads the shorter sequence; the padding must not change the value.
+    # Batching pads the shorter sequence, and the padding must not change the value.
     assert bench.reference_nll(model, SEQUENCES, batch_size=2) == pytest.approx(sum(expected) / len(expected), rel=1e-5)
 
 
@@ -289,7 +289,7 @@ def test_bench_runs_and_resumes(tiny_model_dir, tmp_path):
         bench.run_bench(output_dir, seeds=[0], budget=other_budget, methods=["sft"], model_dir=model_dir)
 
 
-def test_budget_overrides_merge_per_method_settings():
+def test_budget_overrides_merge_method_settings():
     budget = bench.budget_with(bench.FULL_BUDGET, {"dpo": {"beta": 0.5}, "eval_samples": 2})
     assert budget.dpo["beta"] == 0.5
     assert budget.dpo["learning_rate"] == bench.FULL_BUDGET.dpo["learning_rate"], "the other DPO settings were lost"
@@ -358,7 +358,7 @@ def test_cli_rejects_bad_budget_file(tmp_path, capsys):
     assert not (tmp_path / "out").exists(), "a rejected budget still created the output folder"
 
 
-def test_cli_rejects_budget_typo_before_any_work(tmp_path, capsys):
+def test_cli_rejects_budget_typo_early(tmp_path, capsys):
     from tlpo.cli import main
 
     path = tmp_path / "budget.yaml"

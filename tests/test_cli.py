@@ -86,7 +86,7 @@ def test_closed_stdout_pipe_prints_no_traceback(tmp_path):
     assert "Traceback" not in stderr
 
 
-def test_yaml_numbers_in_exponent_form_are_floats(tmp_path):
+def test_yaml_exponent_numbers_are_floats(tmp_path):
     from tlpo.cli import read_yaml_mapping
 
     path = tmp_path / "config.yaml"

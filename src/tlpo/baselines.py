@@ -24,6 +24,7 @@ cached in the output folder, so every process trains on the same pairs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -135,10 +136,27 @@ def _assistant_message(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
+def invalid_config_values(config_class, values: dict) -> tuple[list[str], list[tuple[str, Any, Any]]]:
+    """Find the invalid entries of `values` for the dataclass `config_class`.
+
+    Returns the sorted names that are not fields of the class, and (name, value,
+    default) for each value that is not a finite number where the field's default is one.
+    """
+    defaults = {item.name: item.default for item in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(defaults))
+    not_numbers = []
+    for name, value in values.items():
+        default = defaults.get(name)
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if not numeric or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            not_numbers.append((name, value, default))
+    return unknown, not_numbers
+
+
 def _build_config(config_class, output_dir: Path, defaults: dict, overrides: dict | None):
     """Build a TRL config from our defaults and the caller's overrides, naming bad fields."""
-    import dataclasses
-
     values = {
         **_COMMON_DEFAULTS,
         "bf16": _bf16_supported(),
@@ -147,21 +165,18 @@ def _build_config(config_class, output_dir: Path, defaults: dict, overrides: dic
         **(overrides or {}),
     }
     values["output_dir"] = str(output_dir)
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - known)
+    unknown, _ = invalid_config_values(config_class, values)
     if unknown:
         raise ValueError(
             f"unknown {config_class.__name__} field(s): {', '.join(unknown)}; "
             "see the TRL documentation of that class for the valid names"
         )
-    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
-    for name, value in (overrides or {}).items():
-        default = defaults.get(name)
-        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if numeric and value is not None and not isinstance(value, (int, float)):
-            raise ValueError(
-                f"invalid {config_class.__name__} field {name}={value!r}; it must be a number like its default {default!r}"
-            )
+    _, not_numbers = invalid_config_values(config_class, overrides or {})
+    if not_numbers:
+        name, value, default = not_numbers[0]
+        raise ValueError(
+            f"invalid {config_class.__name__} field {name}={value!r}; it must be a number like its default {default!r}"
+        )
     try:
         return config_class(**values)
     except TypeError as error:  # for example a string where the config compares numbers

@@ -79,7 +79,7 @@ class BenchBudget:
     learning_rate: float
     min_learning_rate: float  # floor of the cosine decay
     eval_samples: int  # responses per held-out prompt for RPR/LPR/WPR
-    track_every: int  # measure RPR on the tracking prompts every this many optimizer steps
+    track_every: int  # optimizer steps between two measurements during training
     track_prompts_per_language: int
     track_samples: int
     temperature: float = 0.7  # rollouts, pair sampling and the RPR measurement
@@ -256,6 +256,8 @@ def check_budget(budget: BenchBudget) -> None:
 
     Checks the numeric ranges and that every per-method setting is a field of that
     method's config class, so a typo fails before anything is trained.
+    NOTE: per-method values are checked to be numbers, not their ranges, so a value the
+    trainer accepts but cannot use (for example a negative GRPO beta) still runs.
     """
     for name, (bound, inclusive) in _BUDGET_BOUNDS.items():
         value = getattr(budget, name)
@@ -276,30 +278,26 @@ def check_budget(budget: BenchBudget) -> None:
         )
     from trl import DPOConfig, GRPOConfig, SFTConfig
 
+    from tlpo.baselines import invalid_config_values
     from tlpo.config import TLPOConfig
 
     with warnings.catch_warnings():
-        # Only the field names are read here; the ORPO run itself still warns that the API is experimental.
+        # Only the field names are read here. The ORPO run itself still warns that its API is experimental.
         warnings.simplefilter("ignore")
         from trl.experimental.orpo import ORPOConfig
 
     classes = {"tlpo": TLPOConfig, "sft": SFTConfig, "dpo": DPOConfig, "orpo": ORPOConfig, "grpo": GRPOConfig}
     for method, config_class in classes.items():
         settings = getattr(budget, method)
-        defaults = {item.name: item.default for item in dataclasses.fields(config_class)}
-        unknown = sorted(set(settings) - set(defaults))
+        unknown, not_numbers = invalid_config_values(config_class, settings)
         if unknown:
             raise ValueError(
                 f"unknown {config_class.__name__} field(s) in the budget's {method} settings: "
                 f"{', '.join(unknown)}; see the documentation of {config_class.__name__} for the valid names"
             )
-        for name, value in settings.items():
-            default = defaults[name]
-            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-            if numeric and value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            ):
-                raise ValueError(f"invalid budget setting {method}.{name}={value!r}; it must be a finite number")
+        if not_numbers:
+            name, value, _ = not_numbers[0]
+            raise ValueError(f"invalid budget setting {method}.{name}={value!r}; it must be a finite number")
         peak = settings.get("learning_rate", budget.learning_rate)
         floor = (settings.get("lr_scheduler_kwargs") or {}).get("min_lr", budget.min_learning_rate)
         if not isinstance(peak, (int, float)) or peak <= 0:
@@ -520,8 +518,8 @@ def probe_sequences(tokenizer, probe_rows: Sequence[dict]) -> list[dict]:
 def reference_nll(model, sequences: Sequence[dict], *, batch_size: int = 64) -> float:
     """Mean negative log-likelihood per reference token (nats) of `probe_sequences` output.
 
-    Unlike chrF of greedy output, which stays at 100 while the right answer is still
-    the most likely one, this moves with any loss of confidence in the right answer.
+    chrF of greedy output stays at 100 while the reference is still the most likely
+    output. This value moves with any drop in the reference's probability.
     """
     total, count = 0.0, 0
     model.eval()
@@ -635,11 +633,9 @@ def _make_tracker(
     return ConsistencyTracker()
 
 
-def _trl_config(budget: BenchBudget, method: str, seed: int) -> dict[str, Any]:
+def _optimizer_settings(budget: BenchBudget, seed: int) -> dict[str, Any]:
+    """Return the trainer settings every method shares: one pass, the same schedule and AdamW."""
     return {
-        "activation_checkpointing": False,  # the model is small; recomputing activations only costs time
-        "save_strategy": "no",
-        "logging_steps": budget.track_every,
         "learning_rate": budget.learning_rate,
         "lr_scheduler_type": "cosine_with_min_lr",
         "lr_scheduler_kwargs": {"min_lr": budget.min_learning_rate},
@@ -648,6 +644,15 @@ def _trl_config(budget: BenchBudget, method: str, seed: int) -> dict[str, Any]:
         "adam_beta2": budget.adam_beta2,
         "num_train_epochs": 1.0,
         "seed": seed,
+        "save_strategy": "no",
+        "logging_steps": budget.track_every,
+    }
+
+
+def _trl_config(budget: BenchBudget, method: str, seed: int) -> dict[str, Any]:
+    return {
+        **_optimizer_settings(budget, seed),
+        "activation_checkpointing": False,  # the model is small; recomputing activations only costs time
         **getattr(budget, method),
     }
 
@@ -738,19 +743,11 @@ def _train_tlpo(data: BenchData, budget: BenchBudget, seed: int, model_dir: Path
 
     model, tokenizer = _load(data.model_dir)
     values = {
+        **_optimizer_settings(budget, seed),
         "output_dir": str(model_dir),
-        "learning_rate": budget.learning_rate,
-        "lr_scheduler_kwargs": {"min_lr": budget.min_learning_rate},
-        "warmup_steps": budget.warmup_ratio,
-        "weight_decay": budget.weight_decay,
-        "adam_beta2": budget.adam_beta2,
-        "num_train_epochs": 1.0,
         "max_new_tokens": budget.max_new_tokens,
         "temperature": budget.temperature,
-        "seed": seed,
-        "save_strategy": "no",
         "report_to": "none",
-        "logging_steps": budget.track_every,
     }
     config = TLPOConfig(**{**values, **budget.tlpo})
     dataset = [{"prompt": row["prompt"], "language": row["language"]} for row in data.train_rows]
@@ -1074,13 +1071,14 @@ def markdown_table(results: dict[str, Any]) -> str:
     curves = {method: _mean_curve(entry) for method, entry in methods.items() if method != "base"}
     curves = {method: curve for method, curve in curves.items() if curve}
     if curves:
+        longest = max(curves.values(), key=len)
         lines += [
             "",
             f"RPR on the {results.get('track_prompts', '?')} tracking prompts during training "
             "(mean over seeds; seconds of training, without the measurements):",
             "",
-            "| method | " + " | ".join(f"step {point['step']}" for point in max(curves.values(), key=len)) + " |",
-            "| --- |" + " ---: |" * len(max(curves.values(), key=len)),
+            "| method | " + " | ".join(f"step {point['step']}" for point in longest) + " |",
+            "| --- |" + " ---: |" * len(longest),
         ]
         for method, curve in curves.items():
             cells = [f"{point['rpr']:.1f} ({point['seconds']:.0f} s)" for point in curve]
@@ -1095,13 +1093,16 @@ def markdown_table(results: dict[str, Any]) -> str:
             "| method | " + " | ".join(f"RPR ≥ {level:g}" for level in MATCHED_RPR_LEVELS) + " |",
             "| --- |" + " ---: |" * len(MATCHED_RPR_LEVELS),
         ]
-        seeds = len(results["seeds"])
+        seed_count = len(results["seeds"])
         for method, entry in matched.items():
             cells = []
             for level in MATCHED_RPR_LEVELS:
                 values = [kl_at_rpr(run.get("curve") or [], level) for run in entry["per_seed"].values()]
                 values = [value for value in values if value is not None]
-                cells.append(f"{statistics.fmean(values):.4f} ({len(values)}/{seeds})" if values else f"not reached (0/{seeds})")
+                if values:
+                    cells.append(f"{statistics.fmean(values):.4f} ({len(values)}/{seed_count})")
+                else:
+                    cells.append(f"not reached (0/{seed_count})")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     checks = claim_checks(results)
     if checks:
